@@ -1,0 +1,266 @@
+"""A real single-node Apache Kafka (KRaft) without Docker: jars from Maven Central, run by `java`.
+
+Why: the project must run where only Java and Maven are installed. The broker is the same Apache
+Kafka a production cluster runs; only its packaging differs.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Kafka 3.9 is the last line that keeps the older protocol versions Faust's client stack
+# (aiokafka) negotiates; the detection tests run a full Faust app (assignor, tables, changelogs)
+# on it. See README "Broker version".
+KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+SLF4J_VERSION = "1.7.36"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>milestone-stream</groupId><artifactId>local-kafka</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
+      <version>{slf4j}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J = """log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.org.apache.kafka.controller=WARN
+"""
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be resolved, formatted or started."""
+
+
+def cache_dir() -> Path:
+    """Where jars are kept between runs (git ignores `.cache/`)."""
+    return Path(os.environ.get("MILESTONES_CACHE_DIR", Path.cwd() / ".cache")).resolve()
+
+
+def resolve_classpath() -> str:
+    """Return the broker classpath: `KAFKA_HOME/libs` if set, else jars resolved once by Maven."""
+    home = os.environ.get("KAFKA_HOME")
+    if home:
+        libs = Path(home) / "libs"
+        if not libs.is_dir():
+            raise BrokerError(f"KAFKA_HOME={home} has no libs/ folder (expected an unpacked Apache Kafka)")
+        return f"{libs}/*"
+    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+    if not (libs / ".complete").exists():
+        _maven_resolve(libs)
+    return f"{libs}/*"
+
+
+def _maven_resolve(libs: Path) -> None:
+    if shutil.which("mvn") is None:
+        raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it or set KAFKA_HOME")
+    work = libs.parent
+    work.mkdir(parents=True, exist_ok=True)
+    pom = work / "pom.xml"
+    pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION))
+    print(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven into {libs} (once)", file=sys.stderr)
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise BrokerError(f"Maven could not resolve Kafka {KAFKA_VERSION}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    (libs / ".complete").write_text(KAFKA_VERSION)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class LocalKafka:
+    """One KRaft node (broker + controller) on loopback, with its data in `data_dir`.
+
+    Restarting on the same `data_dir` keeps topics and offsets (and the same ports when free).
+    """
+
+    data_dir: Path
+    heap: str = "512m"
+    process: subprocess.Popen | None = field(default=None, init=False)
+    port: int = field(default=0, init=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def start(self, timeout: float = 90.0) -> "LocalKafka":
+        classpath = resolve_classpath()
+        self.data_dir = Path(self.data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        state = self._load_state()
+        self.port = state["port"]
+        props = self._write_config(state)
+        if not (self.data_dir / "kraft" / "meta.properties").exists():
+            self._java(classpath, "kafka.tools.StorageTool", "format", "-t", state["cluster_id"],
+                       "-c", str(props), "--ignore-formatted", wait=True)
+        self.process = self._java(classpath, "kafka.Kafka", str(props), wait=False)
+        self._wait_ready(timeout)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM for a clean shutdown; SIGKILL if the broker is stuck."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def __enter__(self) -> "LocalKafka":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _load_state(self) -> dict:
+        """Cluster id and ports are chosen once per data dir, so a restart finds its own log."""
+        path = self.data_dir / "launcher.json"
+        state = json.loads(path.read_text()) if path.exists() else {}
+        if "cluster_id" not in state:
+            state["cluster_id"] = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        for key in ("port", "controller_port"):
+            if not state.get(key) or not _port_free(state[key]):
+                state[key] = free_port()
+        path.write_text(json.dumps(state))
+        return state
+
+    def _write_config(self, state: dict) -> Path:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{state['controller_port']}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{state['port']},CONTROLLER://127.0.0.1:{state['controller_port']}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{state['port']}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir / "kraft"),
+            # One node: every internal topic has one replica and needs one in sync.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "min.insync.replicas": "1",
+            "default.replication.factor": "1",
+            "num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Topics are created explicitly through the admin API, with their partition counts.
+            "auto.create.topics.enable": "false",
+            "log.flush.interval.messages": str(2**62),
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.data_dir / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
+        return path
+
+    def _java(self, classpath: str, main: str, *args: str, wait: bool):
+        java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else shutil.which("java")
+        if java is None:
+            raise BrokerError("java is needed to run the local Kafka broker (Java 17+)")
+        cmd = [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+               f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
+               f"-Dkafka.logs.dir={self.data_dir}", "-cp", classpath, main, *args]
+        out = open(self.data_dir / "broker.out", "ab")
+        if wait:
+            result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                raise BrokerError(f"{main} failed; see {self.data_dir / 'broker.out'}")
+            return None
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"the broker exited with {self.process.returncode}; see {self.log_file}")
+            if asyncio.run(answers_metadata(self.bootstrap_servers)):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"the broker did not answer within {timeout:.0f}s; see {self.log_file}")
+
+
+async def answers_metadata(bootstrap_servers: str) -> bool:
+    """True when a broker at `bootstrap_servers` answers a metadata request and has a controller."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    host, _, port = bootstrap_servers.split(",")[0].rpartition(":")
+    try:  # a cheap probe first, so a broker still booting does not flood the log
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
+        return cluster.get("controller_id", -1) != -1
+    except Exception:
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:
+            pass
+
+
+def main() -> None:
+    """`python -m milestone_stream.kafka_local [DATA_DIR]`: run a broker until Ctrl-C."""
+    data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "var/kafka")
+    with LocalKafka(data_dir) as kafka:
+        print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}", flush=True)
+        try:
+            kafka.process.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

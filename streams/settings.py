@@ -1,0 +1,54 @@
+"""Settings from the environment only (secrets included), validated once at start-up.
+
+Why: a misconfigured worker must stop at once with one clear line, not fail later mid-stream.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+
+class ConfigError(SystemExit):
+    """Raised with a one-line message; exits the process with status 2 if not caught."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"milestones: configuration error: {message}")
+        self.code = 2
+
+
+class Settings(BaseModel):
+    """Every knob, with its environment variable in the field's alias."""
+
+    bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    app_id: str = Field("milestone-stream", alias="MILESTONES_APP_ID", min_length=1)
+    topic_prefix: str = Field("", alias="MILESTONES_TOPIC_PREFIX")
+    partitions: int = Field(6, alias="MILESTONES_PARTITIONS", ge=1, le=1000)
+    replication_factor: int = Field(1, alias="MILESTONES_REPLICATION_FACTOR", ge=1)
+    guarantee: Literal["at_least_once", "exactly_once"] = Field("at_least_once", alias="MILESTONES_GUARANTEE")
+    commit_interval: float = Field(0.2, alias="MILESTONES_COMMIT_INTERVAL", gt=0)
+    store: str = Field("memory://", alias="MILESTONES_STORE")
+    rules_file: Path | None = Field(None, alias="MILESTONES_RULES")
+    data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")
+    web_port: int = Field(6066, alias="MILESTONES_WEB_PORT", ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="MILESTONES_LOG_LEVEL")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        known = {f.alias for f in cls.model_fields.values()}
+        values = {k: v for k, v in env.items() if k in known and v != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = first["loc"][0] if first["loc"] else "?"
+            raise ConfigError(f"{name}={values.get(name, '')!r}: {first['msg']}") from None
+
+    @property
+    def broker_url(self) -> str:
+        if not self.bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set (use `milestones up` for a local broker)")
+        return "kafka://" + ";".join(self.bootstrap_servers.split(","))
