@@ -19,6 +19,8 @@ TOPICS = {
     "approval_decisions": ("approvals.decisions", "approval_decision"),
     "email_outcomes": ("emails.outcomes", "email_outcome"),
     "deadletter": ("deadletter", "dead_letter"),
+    # internal: anniversary ticks from the timer to the CRM agent, co-partitioned with crm.changes
+    "clock": ("milestones.clock", "crm_change"),
 }
 
 

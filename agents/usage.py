@@ -1,0 +1,105 @@
+"""Usage accumulation: cumulative totals per account and metric, tier crossings, adoption spikes.
+
+The account's row (a Faust table value, JSON) holds everything one event needs, so state, the
+record of what fired and the input offset move together in one changelog write:
+  t: {metric: cumulative total}          o: offset of the last applied input event
+  r: short hashes of recent event ids    w: {metric: spike window state}
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import datetime, timezone
+
+from milestone_stream.ids import milestone_id
+from milestone_stream.models import Evidence, Milestone, TelemetryEvent
+from milestone_stream.rules import Rules
+
+APPLIED, DUPLICATE, REPLAYED = "applied", "duplicate", "replayed"
+
+
+def new_row() -> dict:
+    return {"t": {}, "o": -1, "r": [], "w": {}}
+
+
+def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, str] | None:
+    """(reason, detail) when a decoded event must be dead-lettered instead of counted."""
+    if not rules.known_metric(event.metric):
+        return "unknown_metric", f"metric {event.metric!r} is not configured in the rules"
+    skew = (event.occurred_at - now).total_seconds()
+    if skew > rules.max_future_skew_seconds:
+        return "future_timestamp", f"occurred_at {event.occurred_at.isoformat()} is {skew:.0f}s in the future"
+    return None
+
+
+def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> tuple[str, list[Milestone]]:
+    """Apply one valid event to the account's row (in place); return its status and milestones.
+
+    An offset at or below the row's is a replay after a crash (already applied: skipped); an id seen
+    recently is a producer duplicate (skipped). Either way the total counts each event once.
+    """
+    if offset <= row["o"]:
+        return REPLAYED, []
+    row["o"] = offset
+    digest = hashlib.blake2b(event.event_id.encode(), digest_size=6).hexdigest()
+    if digest in row["r"]:
+        return DUPLICATE, []
+    if rules.dedupe.recent_event_ids:
+        row["r"] = (row["r"] + [digest])[-rules.dedupe.recent_event_ids:]
+    fired: list[Milestone] = []
+    if event.metric in rules.usage:
+        before = row["t"].get(event.metric, 0.0)
+        after = before + event.value
+        row["t"][event.metric] = after
+        fired += _tiers_crossed(event, before, after, rules)
+    if rules.spike and event.metric == rules.spike.metric:
+        fired += _spike(row, event, rules)
+    return APPLIED, fired
+
+
+def _evidence(event: TelemetryEvent) -> list[Evidence]:
+    return [Evidence(source=event.source, record=f"event {event.event_id}", occurred_at=event.occurred_at)]
+
+
+def _tiers_crossed(event: TelemetryEvent, before: float, after: float, rules: Rules) -> list[Milestone]:
+    metric = rules.usage[event.metric]
+    label = metric.label or event.metric.replace("_", " ")
+    return [
+        Milestone(milestone_id=milestone_id(event.account_id, "usage_threshold", event.metric, tier),
+                  account_id=event.account_id, kind="usage_threshold", metric=event.metric, threshold=tier,
+                  value=after, title=f"{tier:,.0f} {label}", reached_at=event.occurred_at,
+                  evidence=_evidence(event))
+        for tier in metric.tiers if before < tier <= after
+    ]
+
+
+def _spike(row: dict, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
+    """Tumbling event-time windows: fire once when this window's measure reaches ratio x the last one's.
+
+    The measure is the window's sum for a cumulative metric and its maximum for a gauge. Late events
+    for the previous window still count toward it; older ones are ignored for spikes (not totals).
+    """
+    spike = rules.spike
+    size = spike.window_days * 86400
+    start = math.floor(event.occurred_at.timestamp() / size) * size
+    w = row["w"].get(event.metric) or {"s": start, "m": 0.0, "p": 0.0, "f": None}
+    if start > w["s"]:
+        w = {"s": start, "m": 0.0, "p": w["m"] if start - w["s"] == size else 0.0, "f": w["f"]}
+    gauge = event.metric in rules.gauges
+    combine = max if gauge else (lambda a, b: a + b)
+    if start == w["s"]:
+        w["m"] = combine(w["m"], event.value)
+    elif start == w["s"] - size:
+        w["p"] = combine(w["p"], event.value)
+    row["w"][event.metric] = w
+    if w["f"] == w["s"] or w["p"] < spike.min_base or w["p"] <= 0 or w["m"] < spike.ratio * w["p"]:
+        return []
+    w["f"] = w["s"]
+    window = datetime.fromtimestamp(w["s"], tz=timezone.utc)
+    rise = (w["m"] / w["p"] - 1) * 100
+    label = event.metric.replace("_", " ")
+    return [Milestone(milestone_id=milestone_id(event.account_id, "adoption_spike", event.metric, window.date()),
+                      account_id=event.account_id, kind="adoption_spike", metric=event.metric,
+                      threshold=spike.ratio, value=w["m"],
+                      title=f"{label} up {rise:.0f}% over the previous {spike.window_days:g}-day window",
+                      reached_at=event.occurred_at, evidence=_evidence(event))]

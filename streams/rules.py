@@ -1,0 +1,84 @@
+"""Milestone rules as configuration (YAML), validated by pydantic at start-up.
+
+Why: tiers, levels and windows differ per customer base and change without a release; a typo must
+stop the worker with one clear line rather than silently fire nothing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from milestone_stream.settings import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UsageMetric(_Strict):
+    tiers: list[float] = Field(min_length=1)
+    label: str | None = None  # "emails sent"; defaults to the metric name
+
+    @field_validator("tiers")
+    @classmethod
+    def _ascending_positive(cls, tiers: list[float]) -> list[float]:
+        if any(t <= 0 for t in tiers) or tiers != sorted(set(tiers)):
+            raise ValueError("tiers must be positive and strictly ascending")
+        return tiers
+
+
+class Spike(_Strict):
+    metric: str
+    window_days: float = Field(7, gt=0)
+    ratio: float = Field(1.5, gt=1)
+    min_base: float = Field(20, ge=0)
+
+
+class Dedupe(_Strict):
+    recent_event_ids: int = Field(64, ge=0, le=10_000)
+
+
+class Rules(_Strict):
+    usage: dict[str, UsageMetric] = Field(default_factory=lambda: {
+        "emails_sent": UsageMetric(tiers=[500, 1000, 5000, 10000, 50000, 100000], label="emails sent"),
+    })
+    gauges: list[str] = Field(default_factory=lambda: ["active_users"])
+    roi_levels: list[float] = [100, 150, 200]
+    anniversary_years: list[int] = [1, 2, 3, 5]
+    timezone: str = "UTC"
+    spike: Spike | None = Spike(metric="active_users")
+    cooldown_days: float = Field(14, ge=0)
+    dedupe: Dedupe = Dedupe()
+    max_future_skew_seconds: float = Field(300, ge=0)
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "Rules":
+        overlap = set(self.usage) & set(self.gauges)
+        if overlap:
+            raise ValueError(f"metrics {sorted(overlap)} are both cumulative (usage) and gauges")
+        if self.spike and self.spike.metric not in set(self.usage) | set(self.gauges):
+            raise ValueError(f"spike metric {self.spike.metric!r} is not a configured usage metric or gauge")
+        if any(y <= 0 for y in self.anniversary_years):
+            raise ValueError("anniversary_years must be positive")
+        return self
+
+    def known_metric(self, metric: str) -> bool:
+        return metric in self.usage or metric in self.gauges
+
+    @classmethod
+    def load(cls, path: Path | str | None) -> "Rules":
+        if path is None:
+            return cls()
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+            return cls.model_validate(raw)
+        except FileNotFoundError:
+            raise ConfigError(f"rules file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"rules file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            where = ".".join(map(str, e["loc"])) or "(top level)"
+            raise ConfigError(f"rules file {path}: {where}: {e['msg']}") from None
