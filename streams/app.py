@@ -8,6 +8,7 @@ twice; a milestone is acknowledged by the broker before the row that records it 
 """
 from __future__ import annotations
 
+import copy
 import heapq
 import logging
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         topic_allow_declare=True,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -105,8 +106,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     clock_topic = app.topic(names.clock, **raw)
 
     # keys are account ids; values are JSON rows (see agents/usage.py and agents/crm.py)
-    usage_table = app.Table("usage", key_type=str, value_type=dict, partitions=settings.partitions)
-    profiles = app.Table("profiles", key_type=str, value_type=dict, partitions=settings.partitions)
+    usage_table = app.Table("usage", key_type=str, partitions=settings.partitions)
+    profiles = app.Table("profiles", key_type=str, partitions=settings.partitions)
 
     async def produce_dead_letter(topic: str, key: bytes | None, value: bytes):
         return await deadletter_topic.send(key=key, value=value)
@@ -149,7 +150,9 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
                 await dead_letters.send(stage="usage", reason=rejected[0], error=rejected[1], key=msg.key,
                                         value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
                 continue
-            row = usage_table.get(record.account_id) or usage.new_row()
+            # a copy: Faust serializes changelog values late, so the stored row must not change
+            # until this event's milestones are acknowledged and its own write is issued
+            row = copy.deepcopy(usage_table.get(record.account_id)) or usage.new_row()
             status, fired = usage.apply_event(row, record, event.message.offset, rules)
             await emit(fired)
             if status == usage.REPLAYED:
@@ -166,7 +169,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
             record = await decode(event, CrmChange, "crm")
             if record is None:
                 continue
-            row = profiles.get(record.account_id) or crm.new_row()
+            row = copy.deepcopy(profiles.get(record.account_id)) or crm.new_row()
             # a tick carries its own date, so a replay decides exactly as the first run did
             tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
             today = date.fromisoformat(tick) if tick else clock.now().astimezone(zone).date()

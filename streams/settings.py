@@ -32,6 +32,7 @@ class Settings(BaseModel):
     store: str = Field("memory://", alias="MILESTONES_STORE")
     rules_file: Path | None = Field(None, alias="MILESTONES_RULES")
     data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")
+    web_bind: str = Field("127.0.0.1", alias="MILESTONES_WEB_BIND")
     web_port: int = Field(6066, alias="MILESTONES_WEB_PORT", ge=0, le=65535)
     anniversary_interval: float = Field(5.0, alias="MILESTONES_ANNIVERSARY_INTERVAL", gt=0)
     now: str | None = Field(None, alias="MILESTONES_NOW")  # start the injected clock at this instant

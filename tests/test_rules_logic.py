@@ -1,0 +1,81 @@
+"""Pure logic: rules validation, anniversaries, spikes, settings (no broker)."""
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from milestone_stream.agents import usage
+from milestone_stream.agents.anniversary import anniversary_date, due_now, next_due
+from milestone_stream.models import TelemetryEvent
+from milestone_stream.rules import Rules
+from milestone_stream.settings import ConfigError, Settings
+
+
+def test_leap_day_contract_celebrates_on_28_february_in_common_years():
+    start = date(2024, 2, 29)
+    assert anniversary_date(start, 1) == date(2025, 2, 28)
+    assert anniversary_date(start, 4) == date(2028, 2, 29)
+    assert due_now(start, [1, 2], set(), today=date(2025, 2, 27)) == ([], [])
+    assert due_now(start, [1, 2], set(), today=date(2025, 2, 28)) == ([1], [])
+    assert due_now(start, [1, 2], {1}, today=date(2025, 3, 1)) == ([], [])
+
+
+def test_year_boundary_and_backfilled_contracts():
+    start = date(2023, 12, 31)
+    assert next_due(start, [1, 2, 3, 5], set()) == (date(2024, 12, 31), 1)
+    # 31 Dec 2024 is one year; on 1 Jan 2025 it is a day old: still celebrated
+    celebrate, passed = due_now(start, [1, 2], set(), today=date(2025, 1, 1))
+    assert (celebrate, passed) == ([1], [])
+    celebrate, passed = due_now(date(2019, 6, 1), [1, 2, 3, 5], set(), today=date(2024, 6, 3))
+    assert (celebrate, passed) == ([5], [1, 2, 3])  # a backfilled start fires only the recent one
+
+
+def ev(value, at, metric="active_users", i=[0]):
+    i[0] += 1
+    return TelemetryEvent(event_id=f"e{i[0]}", account_id="a", metric=metric, value=value, occurred_at=at,
+                          source="s")
+
+
+def test_spike_fires_once_per_window_above_the_minimum_base():
+    rules = Rules()
+    row, week = usage.new_row(), timedelta(days=7)
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=timezone.utc)
+    offset = iter(range(100))
+    apply = lambda v, at: usage.apply_event(row, ev(v, at), next(offset), rules)[1]
+    assert apply(40, start) == []                          # week 1: 40 active users
+    assert apply(50, start + week) == []                   # week 2: +25%, under 1.5x
+    fired = apply(80, start + week + timedelta(days=1))    # week 2 peaks at 80 = 2x
+    assert [m.kind for m in fired] == ["adoption_spike"] and "up 100%" in fired[0].title
+    assert apply(90, start + week + timedelta(days=2)) == []  # once per window
+    assert apply(5, start + 3 * week) == []                # gap: previous window counts as 0, below min base
+
+
+def test_tiers_fire_in_order_and_replays_are_skipped():
+    rules = Rules()
+    row = usage.new_row()
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    status, fired = usage.apply_event(row, ev(12000, at, "emails_sent"), 5, rules)
+    assert status == usage.APPLIED and [m.threshold for m in fired] == [500, 1000, 5000, 10000]
+    assert usage.apply_event(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("usage: {emails_sent: {tiers: [1000, 500]}}", "usage.emails_sent.tiers"),
+    ("roi_levels: nope", "roi_levels"),
+    ("spike: {metric: unknown_thing}", "spike metric 'unknown_thing'"),
+    ("bogus_key: 1", "bogus_key"),
+    ("usage: [", "not valid YAML"),
+])
+def test_bad_rules_fail_fast_with_one_line(tmp_path, yaml_text, message):
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        Rules.load(path)
+    text = err.value.args[0]
+    assert message in text and "\n" not in text and err.value.code == 2
+
+
+def test_bad_setting_fails_fast_with_one_line():
+    with pytest.raises(ConfigError, match="MILESTONES_PARTITIONS='zero'"):
+        Settings.from_env({"MILESTONES_PARTITIONS": "zero"})
+    assert Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "h:1"}).broker_url == "kafka://h:1"
