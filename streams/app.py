@@ -126,14 +126,17 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
             log.info("milestone fired", extra={"account_id": m.account_id, "milestone_id": m.milestone_id,
                                                "kind": m.kind, "title": m.title})
 
-    async def decode(event, record_type, stage: str):
+    async def decode(event, record_type, stage: str, check=lambda record: None):
+        """The valid record, or None after dead-lettering it (undecodable, invalid, wrong key, rejected)."""
         msg = event.message
-        where = dict(key=msg.key, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        record = await decode_or_park(record_type, value=msg.value, stage=stage, dead_letters=dead_letters, **where)
-        if record is not None and msg.key != record.account_id.encode():
-            await dead_letters.send(stage=stage, reason="key_mismatch", value=msg.value,
-                                    error=f"record key {msg.key!r} is not its account_id {record.account_id!r}",
-                                    **where)
+        where = dict(key=msg.key, value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        record = await decode_or_park(record_type, stage=stage, dead_letters=dead_letters, **where)
+        if record is None:
+            return None
+        problem = (("key_mismatch", f"record key {msg.key!r} is not its account_id {record.account_id!r}")
+                   if msg.key != record.account_id.encode() else check(record))
+        if problem:
+            await dead_letters.send(stage=stage, reason=problem[0], error=problem[1], **where)
             return None
         return record
 
@@ -141,26 +144,19 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     async def usage_agent(stream):
         async for event in stream.events():
             Counters.bump(counters.events_in, "usage")
-            record = await decode(event, TelemetryEvent, "usage")
+            record = await decode(event, TelemetryEvent, "usage",
+                                  check=lambda r: usage.rejection(r, rules, clock.now()))
             if record is None:
-                continue
-            rejected = usage.rejection(record, rules, clock.now())
-            if rejected:
-                msg = event.message
-                await dead_letters.send(stage="usage", reason=rejected[0], error=rejected[1], key=msg.key,
-                                        value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
                 continue
             # a copy: Faust serializes changelog values late, so the stored row must not change
             # until this event's milestones are acknowledged and its own write is issued
             row = copy.deepcopy(usage_table.get(record.account_id)) or usage.new_row()
             status, fired = usage.apply_event(row, record, event.message.offset, rules)
             await emit(fired)
-            if status == usage.REPLAYED:
+            if status != usage.APPLIED:
                 Counters.bump(counters.skipped, status)
-                continue
-            if status == usage.DUPLICATE:
-                Counters.bump(counters.skipped, status)
-            usage_table[record.account_id] = row
+            if status != usage.REPLAYED:  # a duplicate still advances the row's offset
+                usage_table[record.account_id] = row
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
