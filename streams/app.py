@@ -19,6 +19,7 @@ import faust
 
 from milestone_stream.agents import crm, usage
 from milestone_stream.agents.anniversary import next_due
+from milestone_stream import faust_guards
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.models import CrmChange, FieldChange, Milestone, TelemetryEvent
@@ -98,6 +99,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
+    faust_guards.install(app)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     telemetry_topic = app.topic(names.telemetry, **raw)
     crm_topic = app.topic(names.crm, names.clock, **raw)  # CRM changes and anniversary ticks

@@ -66,7 +66,12 @@ async def run_and_check(kafka_bootstrap, topics, events, disrupt):
         return {Milestone.from_avro(r.value).milestone_id for r in await read_topic(kafka_bootstrap, topics.milestones)}
 
     await disrupt(expected_ids, distinct)
-    await wait_for(lambda: _equal(distinct, expected_ids), timeout=400, interval=2, what="all milestones")
+    try:
+        await wait_for(lambda: _equal(distinct, expected_ids), timeout=300, interval=2, what="all milestones")
+    except TimeoutError:
+        missing = expected_ids - await distinct()
+        raise AssertionError(f"{len(missing)} milestones missing; input lag per partition: "
+                             f"{await _lag(kafka_bootstrap, topics)}") from None
     totals_settled = True
     try:
         await wait_for(lambda: _totals_if(kafka_bootstrap, topics.prefix, expected_totals), 60, interval=2,
@@ -124,7 +129,7 @@ async def test_sigkill_mid_stream_then_restart_fires_every_milestone_once(kafka_
 
 async def test_two_workers_one_killed_and_restarted_rebalance(kafka_bootstrap, topics, tmp_path):
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=6)
-    env = dict(MILESTONES_PARTITIONS="6")
+    env = dict(MILESTONES_PARTITIONS="6", MILESTONES_LOG_LEVEL="info")
     a = Worker(kafka_bootstrap, topics.prefix, tmp_path, "a", **env).start()
     b = Worker(kafka_bootstrap, topics.prefix, tmp_path, "b", **env).start()
 
@@ -138,6 +143,25 @@ async def test_two_workers_one_killed_and_restarted_rebalance(kafka_bootstrap, t
         await run_and_check(kafka_bootstrap, topics, workload(seed=5), rebalance)
     finally:
         assert a.stop() == 0 and b.stop() == 0
+
+
+async def _lag(bootstrap, topics):
+    """(committed, log end) of the detector group on the telemetry topic, per partition."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(f"{topics.prefix}detector")
+        tps = [TopicPartition(topics.telemetry, p) for p in range(6)]
+        end = await consumer.end_offsets(tps)
+        return {tp.partition: (committed.get(tp).offset if committed.get(tp) else None, end[tp]) for tp in tps}
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def _at_least(distinct, n):

@@ -30,3 +30,17 @@ def test_config_error_stops_start_up_with_one_line(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"milestones: configuration error: rules file {tmp_path / 'no.yaml'} does not exist"]
+
+
+async def test_a_table_that_cannot_be_recovered_stops_the_worker_loudly(kafka_bootstrap, topics, tmp_path):
+    """Faust logs changelog recovery errors as warnings and runs on a half-restored table; we stop."""
+    from milestone_stream.kafka_io import producer
+    from milestone_stream.topics import ensure_topics
+
+    changelog = f"{topics.prefix}detector-usage-changelog"
+    await ensure_topics(kafka_bootstrap, topics.all() + [changelog], partitions=3)
+    async with producer(kafka_bootstrap) as prod:
+        await prod.send_and_wait(changelog, key=b'"acme"', value=b"{not json", partition=0)
+    w = Worker(kafka_bootstrap, topics.prefix, tmp_path).start()
+    assert w.process.wait(120) == 70
+    assert "table recovery failed, stopping the worker" in w.log.read_text()
