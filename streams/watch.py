@@ -16,6 +16,7 @@ async def watch_milestones(bootstrap: str, settings: Settings, exit_after: float
                                 group_id=None, auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
     seen: set[str] = set()
+    copies = 0
     print("watching for milestones (Ctrl-C to stop) ...", flush=True)
     try:
         loop = asyncio.get_running_loop()
@@ -28,11 +29,12 @@ async def watch_milestones(bootstrap: str, settings: Settings, exit_after: float
                 for r in records:
                     m = Milestone.from_avro(r.value)
                     if m.milestone_id in seen:
-                        continue  # a re-delivered copy: same id, same content
+                        copies += 1  # a re-delivered copy: same id, same content
+                        continue
                     seen.add(m.milestone_id)
                     last = loop.time()
                     print(f"  milestone  {m.account_id:<8} {m.kind:<18} {m.title}  [{m.milestone_id[:12]}]", flush=True)
     finally:
         await consumer.stop()
-    print(f"{len(seen)} distinct milestones", flush=True)
+    print(f"{len(seen)} distinct milestones ({copies} re-delivered copies)", flush=True)
     return len(seen)

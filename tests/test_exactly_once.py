@@ -112,7 +112,7 @@ async def _totals_if(bootstrap, prefix, expected):
 
 async def test_sigkill_mid_stream_then_restart_fires_every_milestone_once(kafka_bootstrap, topics, tmp_path):
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=6)
-    env = dict(MILESTONES_PARTITIONS="6")
+    env = dict(MILESTONES_PARTITIONS="6", MILESTONES_LOG_LEVEL="info")
     worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "w1", **env).start()
 
     async def crash(expected, distinct):
