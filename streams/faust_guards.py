@@ -5,9 +5,11 @@ Two failure modes seen in this project's crash tests:
   or fetched under an older group generation) and still acknowledges them, so the next commit can
   pass input that was never processed; after the rebalance Faust seeks to that offset and the
   skipped input is gone (accounts ended one event short). `SkipSafeConsumer` releases such a
-  message without counting it as processed: the commit stops before it and the seek after the
-  rebalance fetches it again; the row's offset check makes a message that was in fact processed a
-  no-op when it returns.
+  message without counting it as processed, so the commit stops before it: where Faust seeks back
+  after the rebalance it is fetched again at once; where it does not (seen once in seven crash
+  runs), the partition's committed offset stays put, its lag grows visibly, and the next restart
+  processes the message. The row's offset check makes a message that was in fact processed a no-op
+  when it returns. Re-fetching it in-process is still to do.
 - Changelog recovery catches every error per record and logs "Error in recovery" as a warning,
   leaving a table partly restored (a worker then counts from wrong totals). `stop_on_recovery_error`
   turns that warning into an immediate, non-zero exit, so a supervisor sees it and nothing is
