@@ -4,7 +4,7 @@ Ids are fixed, so publishing it twice fires nothing new (that is the exactly-onc
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from milestone_stream.models import Contact, CrmChange, FieldChange, TelemetryEvent
 

@@ -1,6 +1,5 @@
 """The Avro contracts and single-object encoding (pure logic, no broker)."""
 import io
-import json
 from datetime import datetime, timezone
 
 import pytest

@@ -1,5 +1,4 @@
 """Milestone detection through a real worker process and a real broker."""
-import json
 import random
 from datetime import datetime, timedelta, timezone
 

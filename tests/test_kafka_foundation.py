@@ -2,7 +2,6 @@
 import asyncio
 from datetime import datetime, timezone
 
-import pytest
 
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
