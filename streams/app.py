@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import heapq
 import logging
-from dataclasses import dataclass, field
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -28,19 +27,6 @@ from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Counters:
-    """What the worker did, for logs, tests and (later) metrics."""
-
-    events_in: dict[str, int] = field(default_factory=dict)
-    milestones: dict[str, int] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    @staticmethod
-    def bump(counter: dict[str, int], key: str, n: int = 1) -> None:
-        counter[key] = counter.get(key, 0) + n
 
 
 class AnniversaryIndex:
@@ -115,16 +101,13 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         return await deadletter_topic.send(key=key, value=value)
 
     dead_letters = DeadLetters(names.deadletter, produce_dead_letter)
-    counters = Counters()
     anniversaries = AnniversaryIndex()
-    app.counters, app.dead_letters, app.anniversaries = counters, dead_letters, anniversaries
 
     async def emit(milestones: list[Milestone]) -> None:
         """Send and wait for the broker's ack, so no row records a milestone the log lacks."""
         for m in milestones:
             ack = await milestones_topic.send(key=m.account_id.encode(), value=m.to_avro())
             await ack
-            Counters.bump(counters.milestones, m.kind)
             log.info("milestone fired", extra={"account_id": m.account_id, "milestone_id": m.milestone_id,
                                                "kind": m.kind, "title": m.title})
 
@@ -145,7 +128,6 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
         async for event in stream.events():
-            Counters.bump(counters.events_in, "usage")
             record = await decode(event, TelemetryEvent, "usage",
                                   check=lambda r: usage.rejection(r, rules, clock.now()))
             if record is None:
@@ -155,15 +137,12 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
             row = copy.deepcopy(usage_table.get(record.account_id)) or usage.new_row()
             status, fired = usage.apply_event(row, record, event.message.offset, rules)
             await emit(fired)
-            if status != usage.APPLIED:
-                Counters.bump(counters.skipped, status)
             if status != usage.REPLAYED:  # a duplicate still advances the row's offset
                 usage_table[record.account_id] = row
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
         async for event in stream.events():
-            Counters.bump(counters.events_in, "crm")
             record = await decode(event, CrmChange, "crm")
             if record is None:
                 continue

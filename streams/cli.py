@@ -12,24 +12,16 @@ from pathlib import Path
 from milestone_stream.settings import ConfigError, Settings
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
-
-
 def cmd_broker(args) -> int:
-    from milestone_stream.kafka_local import main
+    from milestone_stream.kafka_local import run_until_interrupted
 
-    sys.argv = [sys.argv[0], args.data_dir]
-    main()
+    run_until_interrupted(Path(args.data_dir))
     return 0
 
 
 def cmd_topics(args) -> int:
-    from milestone_stream.topics import TopicNames, ensure_topics
-
-    s = _settings()
-    created = asyncio.run(ensure_topics(_require_bootstrap(s), TopicNames(s.topic_prefix).all(), s.partitions,
-                                        s.replication_factor))
+    s = Settings.from_env()
+    created = asyncio.run(_ensure_topics(s, _require_bootstrap(s)))
     print("created: " + (", ".join(created) or "nothing (all exist)"))
     return 0
 
@@ -40,9 +32,8 @@ def cmd_worker(args) -> int:
     from milestone_stream.app import build_app
     from milestone_stream.clock import Clock
     from milestone_stream.rules import Rules
-    from milestone_stream.topics import TopicNames, ensure_topics
 
-    s = _settings()
+    s = Settings.from_env()
     rules = Rules.load(s.rules_file)  # fail fast, before touching Kafka
     try:
         clock = Clock.from_iso(s.now)
@@ -50,8 +41,7 @@ def cmd_worker(args) -> int:
         raise ConfigError(f"MILESTONES_NOW={s.now!r} is not an ISO-8601 instant") from None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(_require_bootstrap(s), TopicNames(s.topic_prefix).all(), s.partitions,
-                                          s.replication_factor))
+    loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
     app = build_app(s, rules, clock)
     faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True).execute_from_commandline()
     return 0
@@ -64,7 +54,7 @@ def cmd_publish_sample(args) -> int:
     from milestone_stream.sample import sample
     from milestone_stream.topics import TopicNames
 
-    s = _settings()
+    s = Settings.from_env()
     names = TopicNames(s.topic_prefix)
 
     async def publish():
@@ -85,7 +75,7 @@ def cmd_up(args) -> int:
     """The embedded default: local broker (unless KAFKA_BOOTSTRAP_SERVERS), worker, sample data."""
     from milestone_stream.kafka_local import LocalKafka
 
-    s = _settings()
+    s = Settings.from_env()
     kafka = None
     env = dict(os.environ)
     if not s.bootstrap_servers:
@@ -94,10 +84,7 @@ def cmd_up(args) -> int:
         kafka.start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
         print(f"broker ready at {kafka.bootstrap_servers} (log: {kafka.log_file})", flush=True)
-    from milestone_stream.topics import TopicNames, ensure_topics
-
-    asyncio.run(ensure_topics(env["KAFKA_BOOTSTRAP_SERVERS"], TopicNames(s.topic_prefix).all(), s.partitions,
-                              s.replication_factor))
+    asyncio.run(_ensure_topics(s, env["KAFKA_BOOTSTRAP_SERVERS"]))
     worker_log = Path(s.data_dir) / "worker.log"
     worker_log.parent.mkdir(parents=True, exist_ok=True)
     worker = subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "worker"], env=env,
@@ -121,6 +108,12 @@ def cmd_up(args) -> int:
             kafka.stop()
         print("stopped", flush=True)
     return 0
+
+
+async def _ensure_topics(s: Settings, bootstrap: str) -> list[str]:
+    from milestone_stream.topics import TopicNames, ensure_topics
+
+    return await ensure_topics(bootstrap, TopicNames(s.topic_prefix).all(), s.partitions, s.replication_factor)
 
 
 def _require_bootstrap(s: Settings) -> str:

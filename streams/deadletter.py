@@ -25,14 +25,12 @@ class DeadLetters:
     def __init__(self, topic: str, produce: Produce) -> None:
         self.topic = topic
         self._produce = produce
-        self.counts: dict[tuple[str, str], int] = {}
 
     async def send(self, *, stage: str, reason: str, error: str, topic: str, partition: int,
                    offset: int, key: bytes | None, value: bytes | None) -> DeadLetter:
         letter = DeadLetter(stage=stage, reason=reason, error=error[:2000], topic=topic, partition=partition,
                             offset=offset, key=key, value=value, failed_at=datetime.now(timezone.utc))
         await self._produce(self.topic, key, letter.to_avro())
-        self.counts[(stage, reason)] = self.counts.get((stage, reason), 0) + 1
         log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}"})
         return letter
 

@@ -11,7 +11,7 @@ Two failure modes seen in this project's crash tests:
   processes the message. The row's offset check makes a message that was in fact processed a no-op
   when it returns. Re-fetching it in-process is still to do.
 - Changelog recovery catches every error per record and logs "Error in recovery" as a warning,
-  leaving a table partly restored (a worker then counts from wrong totals). `stop_on_recovery_error`
+  leaving a table partly restored (a worker then counts from wrong totals). `install` adds a log filter that
   turns that warning into an immediate, non-zero exit, so a supervisor sees it and nothing is
   computed from a half-restored table.
 """
@@ -27,14 +27,11 @@ RECOVERY_ERROR_EXIT = 70
 
 
 class SkipSafeConsumer(FaustAIOKafkaConsumer):
-    skipped_acks = 0
-
     def ack(self, message) -> bool:
         app = self.app
         if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
             message.acked = True
             self._unacked_messages.discard(message)
-            type(self).skipped_acks += 1
             return False
         return super().ack(message)
 

@@ -251,16 +251,11 @@ async def answers_metadata(bootstrap_servers: str) -> bool:
             pass
 
 
-def main() -> None:
-    """`python -m milestone_stream.kafka_local [DATA_DIR]`: run a broker until Ctrl-C."""
-    data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "var/kafka")
+def run_until_interrupted(data_dir: Path) -> None:
+    """Run a broker on `data_dir` until Ctrl-C (`milestones broker`)."""
     with LocalKafka(data_dir) as kafka:
         print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}", flush=True)
         try:
             kafka.process.wait()
         except KeyboardInterrupt:
             pass
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
 """Pure logic: rules validation, anniversaries, spikes, settings (no broker)."""
+import itertools
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -29,9 +30,11 @@ def test_year_boundary_and_backfilled_contracts():
     assert (celebrate, passed) == ([5], [1, 2, 3])  # a backfilled start fires only the recent one
 
 
-def ev(value, at, metric="active_users", i=[0]):
-    i[0] += 1
-    return TelemetryEvent(event_id=f"e{i[0]}", account_id="a", metric=metric, value=value, occurred_at=at,
+_ids = itertools.count()
+
+
+def ev(value, at, metric="active_users"):
+    return TelemetryEvent(event_id=f"e{next(_ids)}", account_id="a", metric=metric, value=value, occurred_at=at,
                           source="s")
 
 
