@@ -2,6 +2,7 @@
 
 Row (Faust table value, JSON):  p: profile fields   c: key contacts   f: ids of fired milestones
 a: anniversary years done   o: {topic: offset of the last applied input}   r: recent change ids
+s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it)
 """
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
         before = row["p"].get(fc.field)
         if fc.value is None:
             row["p"].pop(fc.field, None)
+            row.setdefault("s", {}).pop(fc.field, None)
         else:
             row["p"][fc.field] = fc.value
+            row.setdefault("s", {})[fc.field] = [change.source, change.source_record or change.account_id,
+                                                 change.occurred_at.isoformat()]
         fired += _marks(row, change, fc.field, before, fc.value, rules)
     return [m for m in fired if _first_time(row, m)]
 

@@ -4,6 +4,7 @@ The account's row (a Faust table value, JSON) holds everything one event needs, 
 record of what fired and the input offset move together in one changelog write:
   t: {metric: cumulative total}          o: offset of the last applied input event
   r: short hashes of recent event ids    w: {metric: spike window state}
+  s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> 
         before = row["t"].get(event.metric, 0.0)
         after = before + event.value
         row["t"][event.metric] = after
+        seen = row.setdefault("s", {}).setdefault(event.metric, [event.occurred_at.timestamp()] * 2)
+        seen[0], seen[1] = min(seen[0], event.occurred_at.timestamp()), max(seen[1], event.occurred_at.timestamp())
         fired += _tiers_crossed(event, before, after, rules)
     if rules.spike and event.metric == rules.spike.metric:
         fired += _spike(row, event, rules)

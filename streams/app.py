@@ -21,6 +21,7 @@ from milestone_stream.agents.anniversary import next_due
 from milestone_stream import faust_guards
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters, decode_or_park
+from milestone_stream.drafter import install_drafter
 from milestone_stream.models import CrmChange, FieldChange, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 from milestone_stream.settings import Settings
@@ -174,5 +175,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.on_rebalance_complete.connect
     async def _reindex(app, **kwargs):
         anniversaries.clear()
+
+    install_drafter(app, settings=settings, rules=rules, clock=clock, names=names, raw=raw,
+                    usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode)
 
     return app

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from milestone_stream.settings import ConfigError, Settings
@@ -47,6 +48,24 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from milestone_stream.services import serve_ui
+
+    s = Settings.from_env()
+    s.signing_key()  # fail fast
+    asyncio.run(serve_ui(s, _require_bootstrap(s)))
+    return 0
+
+
+def cmd_sender(args) -> int:
+    from milestone_stream.services import serve_sender
+
+    s = Settings.from_env()
+    s.signing_key()  # fail fast
+    asyncio.run(serve_sender(s, _require_bootstrap(s)))
+    return 0
+
+
 def cmd_publish_sample(args) -> int:
     from datetime import datetime, timezone
 
@@ -72,38 +91,70 @@ def cmd_publish_sample(args) -> int:
 
 
 def cmd_up(args) -> int:
-    """The embedded default: local broker (unless KAFKA_BOOTSTRAP_SERVERS), worker, sample data."""
-    from milestone_stream.kafka_local import LocalKafka
+    """The embedded default: local broker (unless KAFKA_BOOTSTRAP_SERVERS), SMTP catcher, worker (detector
+    and drafter), approval UI, sender, and the sample data; prints milestones, the UI's sign-in link and
+    each email as it lands in the outbox folder."""
+    import secrets
+
+    from milestone_stream.kafka_local import LocalKafka, _port_free, free_port
+    from milestone_stream.services import sign_in_link
+    from milestone_stream.sinks.catcher import start_catcher
+    from milestone_stream.watch import watch_milestones
 
     s = Settings.from_env()
-    kafka = None
     env = dict(os.environ)
-    if not s.bootstrap_servers:
-        kafka = LocalKafka(s.data_dir / "kafka")
-        print("starting a local Apache Kafka broker ...", flush=True)
-        kafka.start()
-        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
-        print(f"broker ready at {kafka.bootstrap_servers} (log: {kafka.log_file})", flush=True)
-    asyncio.run(_ensure_topics(s, env["KAFKA_BOOTSTRAP_SERVERS"]))
-    worker_log = Path(s.data_dir) / "worker.log"
-    worker_log.parent.mkdir(parents=True, exist_ok=True)
-    worker = subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "worker"], env=env,
-                              stdout=open(worker_log, "ab"), stderr=subprocess.STDOUT)
-    print(f"worker started (pid {worker.pid}, log: {worker_log})", flush=True)
+    env.setdefault("MILESTONES_SECRET", secrets.token_urlsafe(32))  # this run's; set your own to keep links valid
+    env.setdefault("MILESTONES_GATHER_SECONDS", "3")
+    if "MILESTONES_UI_PORT" not in env:
+        env["MILESTONES_UI_PORT"] = str(8080 if _port_free(8080) else free_port())
+    env.setdefault("MILESTONES_UI_URL", f"http://127.0.0.1:{env['MILESTONES_UI_PORT']}")
+    kafka = catcher = None
+    children: list[subprocess.Popen] = []
+    activity = [0.0]
     try:
-        subprocess.run([sys.executable, "-m", "milestone_stream.cli", "publish-sample"], env=env, check=True)
-        from milestone_stream.watch import watch_milestones
+        if not s.bootstrap_servers:
+            kafka = LocalKafka(s.data_dir / "kafka")
+            print("starting a local Apache Kafka broker ...", flush=True)
+            kafka.start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+            print(f"broker ready at {kafka.bootstrap_servers} (log: {kafka.log_file})", flush=True)
+        if "MILESTONES_SMTP_HOST" not in env:
+            outbox = Path(s.data_dir) / "outbox"
+            env["MILESTONES_SMTP_HOST"], env["MILESTONES_SMTP_PORT"] = "127.0.0.1", str(free_port())
 
-        asyncio.run(watch_milestones(env["KAFKA_BOOTSTRAP_SERVERS"], Settings.from_env(env),
-                                     exit_after=args.exit_after, worker_alive=lambda: worker.poll() is None))
+            def landed(path: Path) -> None:
+                activity[0] = time.monotonic()
+                print(f"  email      saved to {path}", flush=True)
+
+            catcher = start_catcher(outbox, port=int(env["MILESTONES_SMTP_PORT"]), on_message=landed)
+            print(f"SMTP catcher on 127.0.0.1:{env['MILESTONES_SMTP_PORT']}: emails are saved as .eml in {outbox}/", flush=True)
+        asyncio.run(_ensure_topics(s, env["KAFKA_BOOTSTRAP_SERVERS"]))
+        for name in ("worker", "ui", "sender"):
+            log_file = Path(s.data_dir) / f"{name}.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            children.append(subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", name], env=env,
+                                             stdout=open(log_file, "ab"), stderr=subprocess.STDOUT))
+            print(f"{name} started (pid {children[-1].pid}, log: {log_file})", flush=True)
+        subprocess.run([sys.executable, "-m", "milestone_stream.cli", "publish-sample"], env=env, check=True)
+        print(f"\napproval UI for the sample CSM (csm@milestone.example) — open this sign-in link:\n  "
+              f"{sign_in_link(Settings.from_env(env), 'csm@milestone.example')}\n"
+              "each approval request also arrives as a notification email with one-tap links (see the outbox)\n",
+              flush=True)
+        asyncio.run(watch_milestones(env["KAFKA_BOOTSTRAP_SERVERS"], Settings.from_env(env), exit_after=args.exit_after,
+                                     alive=lambda: all(c.poll() is None for c in children),
+                                     last_activity=lambda: activity[0]))
     except KeyboardInterrupt:
         pass
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if catcher:
+            catcher.stop()
         if kafka:
             kafka.stop()
         print("stopped", flush=True)
@@ -135,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("topics", help="create the product's topics").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run the detector worker (Faust)").set_defaults(func=cmd_worker)
     sub.add_parser("publish-sample", help="publish the sample data set").set_defaults(func=cmd_publish_sample)
+    sub.add_parser("ui", help="run the approval UI (web)").set_defaults(func=cmd_ui)
+    sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP").set_defaults(func=cmd_sender)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

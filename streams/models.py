@@ -135,16 +135,20 @@ class ApprovalDecision(Record):
     body_text: str | None = None
     reason: str | None = None
     decided_at: datetime
+    account_id: str = ""
+    body_html: str | None = None
+    recipients: list[Contact] = []
 
 
 class EmailOutcome(Record):
     schema_name: ClassVar[str] = "email_outcome"
     approval_id: str
     message_id: str
-    outcome: Literal["attempting", "sent", "failed", "unknown", "not_sent"]
+    outcome: Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]
     attempt: int
     detail: str | None = None
     recorded_at: datetime
+    purpose: Literal["customer_email", "csm_notification"] = "customer_email"
 
 
 class DeadLetter(Record):

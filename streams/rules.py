@@ -6,6 +6,7 @@ stop the worker with one clear line rather than silently fire nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,6 +41,27 @@ class Dedupe(_Strict):
     recent_event_ids: int = Field(64, ge=0, le=10_000)
 
 
+class Drafting(_Strict):
+    """How notes are framed and closed (the approval issue)."""
+
+    # metric → industry → how that industry says it ("10,000 touchpoints with clients")
+    framing: dict[str, dict[str, str]] = Field(default_factory=lambda: {
+        "emails_sent": {"financial services": "touchpoints with clients", "nonprofit": "communications with donors",
+                        "healthcare": "messages to patients", "retail": "messages to shoppers",
+                        "education": "messages to students and families"},
+    })
+    close_with: Literal["pace", "advocacy", "none"] = "pace"  # soft expansion note, or an advocacy ask
+    advocacy_link: str | None = None                          # review or reference link for the advocacy ask
+    approval_ttl_hours: float = Field(168, gt=0)              # one-tap links expire after this
+
+    @field_validator("advocacy_link")
+    @classmethod
+    def _https(cls, link: str | None) -> str | None:
+        if link is not None and not link.startswith(("https://", "http://")):
+            raise ValueError("advocacy_link must be an http(s) URL")
+        return link
+
+
 class Rules(_Strict):
     usage: dict[str, UsageMetric] = Field(default_factory=lambda: {
         "emails_sent": UsageMetric(tiers=[500, 1000, 5000, 10000, 50000, 100000], label="emails sent"),
@@ -51,6 +73,7 @@ class Rules(_Strict):
     spike: Spike | None = Spike(metric="active_users")
     cooldown_days: float = Field(14, ge=0)
     dedupe: Dedupe = Dedupe()
+    drafting: Drafting = Drafting()
     max_future_skew_seconds: float = Field(300, ge=0)
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 
 class ConfigError(SystemExit):
@@ -38,6 +38,36 @@ class Settings(BaseModel):
     now: str | None = Field(None, alias="MILESTONES_NOW")  # start the injected clock at this instant
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="MILESTONES_LOG_LEVEL")
 
+    # drafting (the drafter agent in the worker)
+    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
+    model: str = Field("claude-sonnet-4-5", alias="MILESTONES_MODEL", min_length=1)
+    model_timeout: float = Field(20.0, alias="MILESTONES_MODEL_TIMEOUT", gt=0)
+    model_max_tokens: int = Field(800, alias="MILESTONES_MODEL_MAX_TOKENS", ge=100)
+    model_retries: int = Field(2, alias="MILESTONES_MODEL_RETRIES", ge=0, le=10)
+    gather_seconds: float = Field(10.0, alias="MILESTONES_GATHER_SECONDS", ge=0)
+    drafter_interval: float = Field(1.0, alias="MILESTONES_DRAFTER_INTERVAL", gt=0)
+
+    # approval UI, one-tap links and notifications
+    secret: SecretStr | None = Field(None, alias="MILESTONES_SECRET")
+    ui_url: str = Field("http://127.0.0.1:8080", alias="MILESTONES_UI_URL", pattern=r"^https?://[^\s]+$")
+    ui_bind: str = Field("127.0.0.1", alias="MILESTONES_UI_BIND")
+    ui_port: int = Field(8080, alias="MILESTONES_UI_PORT", ge=0, le=65535)
+    ui_trusted_header: str | None = Field(None, alias="MILESTONES_UI_TRUSTED_HEADER")
+    slack_webhook: str | None = Field(None, alias="MILESTONES_SLACK_WEBHOOK", pattern=r"^https?://[^\s]+$")
+
+    # sending (SMTP)
+    smtp_host: str = Field("127.0.0.1", alias="MILESTONES_SMTP_HOST")
+    smtp_port: int = Field(1025, alias="MILESTONES_SMTP_PORT", ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = Field("none", alias="MILESTONES_SMTP_SECURITY")
+    smtp_username: str | None = Field(None, alias="MILESTONES_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(None, alias="MILESTONES_SMTP_PASSWORD")
+    smtp_timeout: float = Field(30.0, alias="MILESTONES_SMTP_TIMEOUT", gt=0)
+    sender_address: str | None = Field(None, alias="MILESTONES_FROM")  # else From is the CSM
+    message_id_domain: str = Field("milestone-stream.local", alias="MILESTONES_MESSAGE_ID_DOMAIN",
+                                   pattern=r"^[A-Za-z0-9.-]+$")
+    send_retry_seconds: float = Field(3600.0, alias="MILESTONES_SEND_RETRY_SECONDS", ge=0)
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
@@ -49,6 +79,13 @@ class Settings(BaseModel):
             first = exc.errors()[0]
             name = first["loc"][0] if first["loc"] else "?"
             raise ConfigError(f"{name}={values.get(name, '')!r}: {first['msg']}") from None
+
+    def signing_key(self) -> bytes:
+        """The HMAC key of links, sessions and CSRF tokens: from the environment only, never defaulted."""
+        if self.secret is None or len(self.secret.get_secret_value()) < 32:
+            raise ConfigError("MILESTONES_SECRET must be set to at least 32 random characters "
+                              "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return self.secret.get_secret_value().encode()
 
     @property
     def broker_url(self) -> str:

@@ -21,6 +21,8 @@ TOPICS = {
     "deadletter": ("deadletter", "dead_letter"),
     # internal: anniversary ticks from the timer to the CRM agent, co-partitioned with crm.changes
     "clock": ("milestones.clock", "crm_change"),
+    # internal: "this account's held milestones may be due" ticks from the drafter's timer to its agent
+    "drafter_clock": ("milestones.drafter-clock", "account id, raw bytes"),
 }
 
 

@@ -11,7 +11,9 @@ from milestone_stream.topics import TopicNames
 
 
 async def watch_milestones(bootstrap: str, settings: Settings, exit_after: float | None = None,
-                           worker_alive=lambda: True) -> int:
+                           alive=lambda: True, last_activity=lambda: 0.0) -> int:
+    """Print each distinct milestone; stop after `exit_after` quiet seconds (milestones and other
+    activity, such as emails landing, count) or when a process it depends on has stopped."""
     consumer = AIOKafkaConsumer(TopicNames(settings.topic_prefix).milestones, bootstrap_servers=bootstrap,
                                 group_id=None, auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
@@ -21,9 +23,9 @@ async def watch_milestones(bootstrap: str, settings: Settings, exit_after: float
     try:
         loop = asyncio.get_running_loop()
         last = loop.time()
-        while exit_after is None or loop.time() - last < exit_after:
-            if not worker_alive():
-                raise SystemExit("the worker stopped; see its log")
+        while exit_after is None or loop.time() - max(last, last_activity()) < exit_after:
+            if not alive():
+                raise SystemExit("a process stopped (worker, ui or sender); see its log in the data folder")
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for r in records:

@@ -1,0 +1,152 @@
+"""The sender: approved decisions become exactly one email; new requests notify their CSM.
+
+Protocol, per message (customer email or CSM notification), against `emails.outcomes`:
+1. `attempting` is written and acknowledged by the broker *before* the message goes to SMTP;
+2. then `sent`, `retrying` (a transient failure, known not delivered: tried again with backoff),
+   or `failed` (permanent, or retries exhausted: also dead-lettered);
+3. a message whose last record is `attempting` was cut off by a crash between hand-off and record:
+   it is recorded `unknown` and shown to the CSM — never sent a second time.
+The input offset is committed only after the outcome is recorded. The outcomes topic is the
+sender's whole state, re-read at every partition assignment, so any sender process can take over.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from milestone_stream.deadletter import DeadLetters, decode_or_park
+from milestone_stream.kafka_io import producer, read_topic
+from milestone_stream.models import ApprovalDecision, ApprovalRequest, EmailOutcome
+from milestone_stream.sinks import mail
+from milestone_stream.sinks.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
+
+log = logging.getLogger(__name__)
+
+DONE = {"sent", "failed", "unknown", "not_sent"}
+
+
+class Sender:
+    def __init__(self, bootstrap: str, names, group_id: str, smtp: SmtpConfig, links, *,
+                 domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
+                 backoff: tuple[float, float] = (1.0, 60.0), clock=lambda: datetime.now(timezone.utc)) -> None:
+        self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
+        self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
+        self.domain, self.sender_address = domain, sender_address
+        self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
+        self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level="read_committed",
+                                    max_poll_interval_ms=int((self.retry_seconds + 600) * 1000))
+        async with producer(self.bootstrap) as prod:
+            self._prod = prod
+            self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
+            consumer.subscribe([self.names.approval_requests, self.names.approval_decisions],
+                               listener=_Reload(self))
+            await consumer.start()
+            try:
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for tp, records in batch.items():
+                        for r in records:
+                            await self.handle(r)
+                            await consumer.commit({tp: r.offset + 1})
+            finally:
+                await consumer.stop()
+
+    async def reload(self) -> None:
+        """The whole state: every outcome recorded so far (small: a few records per approval)."""
+        self.outcomes = {}
+        for r in await read_topic(self.bootstrap, self.names.email_outcomes, idle_ms=500):
+            o = EmailOutcome.from_avro(r.value)
+            self.outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
+
+    async def handle(self, r) -> None:
+        kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
+        record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
+                                      offset=r.offset, stage="sender", dead_letters=self._dead)
+        if isinstance(record, ApprovalRequest):
+            await self.once(record.approval_id, "csm_notification", r, lambda: mail.notification(
+                record, self.links(record), self.domain, self.sender_address, self.clock()))
+        elif isinstance(record, ApprovalDecision):
+            if record.decision == "dont_send":
+                if not self._done(record.approval_id, "customer_email"):
+                    await self.record(record.approval_id, "customer_email", "not_sent", 0,
+                                      record.reason or "the CSM chose not to send")
+                return
+            await self.once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
+                record, _csm_name(record), self.domain, self.sender_address))
+
+    def _done(self, approval_id: str, purpose: str) -> bool:
+        return any(o.outcome in DONE for o in self.outcomes.get((approval_id, purpose), []))
+
+    async def once(self, approval_id: str, purpose: str, origin, build) -> None:
+        history = self.outcomes.get((approval_id, purpose), [])
+        if self._done(approval_id, purpose):
+            return  # the first decision (or request) won; this one is a repeat
+        if history and history[-1].outcome == "attempting":
+            await self.record(approval_id, purpose, "unknown", history[-1].attempt,
+                              "the sender stopped after handing the message to SMTP and before recording the "
+                              "result; not re-sent — check the recipient's mailbox")
+            return
+        try:
+            msg = build()
+        except (mail.HeaderInjection, ValueError) as exc:
+            return await self.give_up(approval_id, purpose, origin, 0, f"refused: {exc}", "invalid_email")
+        recipients = [a.addr_spec for h in ("To",) for a in msg[h].addresses]
+        sender = msg["From"].addresses[0].addr_spec
+        attempt = sum(o.outcome == "attempting" for o in history)
+        started = self.clock()
+        while True:
+            attempt += 1
+            await self.record(approval_id, purpose, "attempting", attempt, None)
+            try:
+                reply = await deliver(self.smtp, msg, sender, recipients)
+            except DeliveryUnknown as exc:
+                return await self.record(approval_id, purpose, "unknown", attempt, str(exc))
+            except NotDelivered as exc:
+                waited = (self.clock() - started).total_seconds()
+                if exc.permanent or waited >= self.retry_seconds:
+                    why = str(exc) if exc.permanent else f"retries exhausted after {waited:.0f}s: {exc}"
+                    return await self.give_up(approval_id, purpose, origin, attempt, why, "smtp_failed")
+                delay = min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1])
+                await self.record(approval_id, purpose, "retrying", attempt, f"{exc}; next try in {delay:.0f}s")
+                await asyncio.sleep(delay)
+                continue
+            return await self.record(approval_id, purpose, "sent", attempt, reply)
+
+    async def give_up(self, approval_id: str, purpose: str, origin, attempt: int, why: str, reason: str) -> None:
+        await self.record(approval_id, purpose, "failed", attempt, why)
+        await self._dead.send(stage="sender", reason=reason, error=f"{purpose} {approval_id}: {why}",
+                              topic=origin.topic, partition=origin.partition, offset=origin.offset,
+                              key=origin.key, value=origin.value)
+
+    async def record(self, approval_id: str, purpose: str, outcome: str, attempt: int, detail: str | None) -> None:
+        o = EmailOutcome(approval_id=approval_id, message_id=mail.message_id(approval_id, self.domain, purpose),
+                         outcome=outcome, attempt=attempt, detail=(detail or None) and detail[:1000],
+                         recorded_at=self.clock(), purpose=purpose)
+        await self._prod.send_and_wait(self.names.email_outcomes, key=approval_id.encode(), value=o.to_avro())
+        self.outcomes.setdefault((approval_id, purpose), []).append(o)
+        log.info("email %s", outcome, extra={"approval_id": approval_id, "purpose": purpose, "attempt": attempt})
+
+
+def _csm_name(decision: ApprovalDecision) -> str:
+    """The From display name: "sam.rivera@…" → "Sam Rivera" (the address is what counts)."""
+    return decision.csm_email.split("@")[0].replace(".", " ").title()
+
+
+class _Reload(ConsumerRebalanceListener):
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.sender.reload()
