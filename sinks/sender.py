@@ -122,10 +122,11 @@ class Sender:
             return await self.record(approval_id, purpose, "sent", attempt, reply)
 
     async def give_up(self, approval_id: str, purpose: str, origin, attempt: int, why: str, reason: str) -> None:
-        await self.record(approval_id, purpose, "failed", attempt, why)
+        """Dead-letter the input (for a replay after a fix), then record the failure the CSM sees."""
         await self._dead.send(stage="sender", reason=reason, error=f"{purpose} {approval_id}: {why}",
                               topic=origin.topic, partition=origin.partition, offset=origin.offset,
                               key=origin.key, value=origin.value)
+        await self.record(approval_id, purpose, "failed", attempt, why)
 
     async def record(self, approval_id: str, purpose: str, outcome: str, attempt: int, detail: str | None) -> None:
         o = EmailOutcome(approval_id=approval_id, message_id=mail.message_id(approval_id, self.domain, purpose),

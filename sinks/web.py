@@ -61,8 +61,11 @@ class ApprovalUI:
         app.add_routes([web.get("/", self.inbox), web.get("/r/{id}", self.show), web.get("/r/{id}/edit", self.edit),
                         web.post("/r/{id}/decide", self.decide), web.get("/t/{token}", self.tap),
                         web.get("/s/{token}", self.sign_in),
-                        web.get("/healthz", lambda r: web.json_response({"ok": True}))])
+                        web.get("/healthz", self.healthz)])
         return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "approvals": len(self.view.requests)})
 
     # identity ------------------------------------------------------------------------------------
     def identity(self, request: web.Request) -> tuple[str, str] | None:

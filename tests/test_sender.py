@@ -1,0 +1,142 @@
+"""The sender against the real broker and a real SMTP server: one email per approval, whatever happens."""
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from milestone_stream.ids import stable_id
+from milestone_stream.kafka_io import producer, wait_for
+from milestone_stream.models import ApprovalDecision, ApprovalRequest, Citation, Contact
+from milestone_stream.topics import ensure_topics
+
+from stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, dead_letters, outcomes, until_outcome
+
+NOW = datetime.now(timezone.utc)
+JANE = Contact(name="Jane Doe", email="jane@acme.example", role="executive_sponsor")
+
+
+def approval_request(n: int, csm="sam.rivera@vendor.example", recipients=(JANE,), **kw) -> ApprovalRequest:
+    fields = dict(approval_id=stable_id("approval", f"m-{n}"), milestone_ids=[f"m-{n}"], account_id=f"acct-{n}",
+                  account_name=f"Account {n}", csm_email=csm, recipients=list(recipients),
+                  subject=f"Congratulations, Account {n}: 10,000 emails sent",
+                  body_text="Dear Jane,\n\nCongratulations on 10,000 emails sent.\n\nWarm regards,\nSam Rivera\n",
+                  body_html="<p>Dear Jane,</p><p>Congratulations on 10,000 emails sent.</p>",
+                  citations=[Citation(figure="milestone: 10,000 emails sent", source="platform.mailer",
+                                      record="event e-1 (milestone abc)", as_of=NOW)],
+                  drafted_by="template", guard_verdict="passed", created_at=NOW, expires_at=NOW + timedelta(days=7))
+    return ApprovalRequest(**{**fields, **kw})
+
+
+def decision(req: ApprovalRequest, what="send", **kw) -> ApprovalDecision:
+    fields = dict(approval_id=req.approval_id, decision=what, csm_email=req.csm_email, account_id=req.account_id,
+                  subject=req.subject, body_text=req.body_text, body_html=req.body_html,
+                  recipients=list(req.recipients), decided_at=datetime.now(timezone.utc))
+    return ApprovalDecision(**{**fields, **kw})
+
+
+async def publish_decisions(bootstrap, topics, *decisions):
+    async with producer(bootstrap) as prod:
+        for d in decisions:
+            await prod.send_and_wait(topics.approval_decisions, key=d.approval_id.encode(), value=d.to_avro())
+
+
+@pytest.fixture
+async def approval_topics(kafka_bootstrap, topics):
+    await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
+    return topics
+
+
+async def test_smtp_down_for_a_while_then_up_sends_once_and_loses_nothing(kafka_bootstrap, approval_topics):
+    smtp = SmtpServer()  # its port is reserved but nothing listens yet
+    req = approval_request(1)
+    async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
+        await publish_decisions(kafka_bootstrap, approval_topics, decision(req))
+        await until_outcome(kafka_bootstrap, approval_topics, req.approval_id, "retrying")
+        smtp.start()
+        try:
+            await until_outcome(kafka_bootstrap, approval_topics, req.approval_id, "sent")
+        finally:
+            smtp.stop()
+    assert len(smtp.mailbox.customer_emails()) == 1
+    trail = [o.outcome for o in await outcomes(kafka_bootstrap, approval_topics)]
+    assert trail[0] == "attempting" and "retrying" in trail and trail[-1] == "sent" and trail.count("sent") == 1
+
+
+async def test_the_email_has_the_right_headers_and_double_decisions_send_once(kafka_bootstrap, approval_topics):
+    smtp = SmtpServer().start()
+    sent, declined = approval_request(2), approval_request(3)
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
+            await publish_decisions(kafka_bootstrap, approval_topics,
+                                    decision(sent), decision(sent),                                  # a double tap
+                                    decision(declined, "dont_send", reason="bad timing"), decision(declined))
+            await until_outcome(kafka_bootstrap, approval_topics, sent.approval_id, "sent")
+            await until_outcome(kafka_bootstrap, approval_topics, declined.approval_id, "not_sent")
+    finally:
+        smtp.stop()
+    [message] = smtp.mailbox.customer_emails()
+    assert message["Message-ID"] == f"<{sent.approval_id}@{DOMAIN}>"
+    assert message["From"] == "Sam Rivera <sam.rivera@vendor.example>"
+    assert message["To"] == "Jane Doe <jane@acme.example>"
+    assert message["Subject"] == sent.subject
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == sent.body_text
+    assert smtp.mailbox.envelopes[-1] == ("sam.rivera@vendor.example", ["jane@acme.example"])
+    declined_trail = [o for o in await outcomes(kafka_bootstrap, approval_topics) if o.approval_id == declined.approval_id]
+    assert [o.outcome for o in declined_trail] == ["not_sent"] and declined_trail[0].detail == "bad timing"
+
+
+async def test_permanent_rejection_and_header_injection_fail_visibly_and_are_dead_lettered(kafka_bootstrap, approval_topics):
+    smtp = SmtpServer().start()
+    smtp.mailbox.reply = "550 5.7.1 rejected by policy"
+    rejected, injected = approval_request(4), approval_request(5)
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
+            await publish_decisions(kafka_bootstrap, approval_topics, decision(rejected),
+                                    decision(injected, subject="Hello\r\nBcc: everyone@example.com"))
+            await until_outcome(kafka_bootstrap, approval_topics, rejected.approval_id, "failed")
+            [failed] = await until_outcome(kafka_bootstrap, approval_topics, injected.approval_id, "failed")
+    finally:
+        smtp.stop()
+    assert "CR or LF" in failed.detail
+    assert smtp.mailbox.received == []
+    letters = {d.error.split()[1].rstrip(":"): d for d in await dead_letters(kafka_bootstrap, approval_topics)}
+    assert letters[rejected.approval_id].reason == "smtp_failed" and "550" in letters[rejected.approval_id].error
+    assert letters[injected.approval_id].reason == "invalid_email"
+    assert letters[injected.approval_id].topic == approval_topics.approval_decisions
+
+
+async def test_sigkill_while_smtp_has_the_message_records_unknown_and_never_sends_twice(kafka_bootstrap, approval_topics,
+                                                                                       tmp_path):
+    smtp = SmtpServer().start()
+    smtp.mailbox.release.clear()  # hold the DATA reply: the sender is killed while SMTP has the message
+    req = approval_request(6)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MILESTONES_TOPIC_PREFIX": approval_topics.prefix,
+           "MILESTONES_APP_ID": f"{approval_topics.prefix}app", "MILESTONES_SECRET": SECRET,
+           "MILESTONES_SMTP_PORT": str(smtp.port), "MILESTONES_MESSAGE_ID_DOMAIN": DOMAIN}
+    log = open(tmp_path / "sender.log", "ab")
+
+    def start_sender():
+        return subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "sender"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+    sender = start_sender()
+    try:
+        await publish_decisions(kafka_bootstrap, approval_topics, decision(req))
+        await wait_for(smtp.mailbox.in_data.is_set, 60, what="the sender to hand the message to SMTP")
+        sender.send_signal(signal.SIGKILL)  # the server has the message; the sender never hears back
+        sender.wait(10)
+        smtp.mailbox.release.set()
+        sender = start_sender()
+        await until_outcome(kafka_bootstrap, approval_topics, req.approval_id, "unknown")
+    finally:
+        smtp.mailbox.release.set()
+        if sender.poll() is None:
+            sender.send_signal(signal.SIGTERM)
+            assert sender.wait(30) == 0, f"sender did not stop cleanly; log: {tmp_path / 'sender.log'}"
+        smtp.stop()
+    assert len(smtp.mailbox.customer_emails()) == 1, "the message was sent twice"
+    trail = [o.outcome for o in await outcomes(kafka_bootstrap, approval_topics) if o.approval_id == req.approval_id]
+    assert trail == ["attempting", "unknown"], trail
