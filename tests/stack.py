@@ -6,6 +6,7 @@ import asyncio
 import email
 import re
 import threading
+from datetime import datetime, timedelta, timezone
 from email.policy import default
 
 from aiohttp import web
@@ -13,7 +14,8 @@ from aiosmtpd.controller import Controller
 
 from milestone_stream.kafka_io import producer, read_topic, wait_for
 from milestone_stream.kafka_local import free_port
-from milestone_stream.models import ApprovalDecision, DeadLetter, EmailOutcome
+from milestone_stream.ids import stable_id
+from milestone_stream.models import ApprovalDecision, ApprovalRequest, Citation, Contact, DeadLetter, EmailOutcome
 from milestone_stream.settings import Settings
 from milestone_stream.services import one_tap_links
 from milestone_stream.sinks.approvals import ApprovalView
@@ -21,6 +23,29 @@ from milestone_stream.sinks.sender import Sender
 from milestone_stream.sinks.signing import Signer
 from milestone_stream.sinks.smtp import SmtpConfig
 from milestone_stream.sinks.web import ApprovalUI
+
+NOW = datetime.now(timezone.utc)
+JANE = Contact(name="Jane Doe", email="jane@acme.example", role="executive_sponsor")
+
+
+def approval_request(n: int, csm="sam.rivera@vendor.example", recipients=(JANE,), **kw) -> ApprovalRequest:
+    fields = dict(approval_id=stable_id("approval", f"m-{n}"), milestone_ids=[f"m-{n}"], account_id=f"acct-{n}",
+                  account_name=f"Account {n}", csm_email=csm, recipients=list(recipients),
+                  subject=f"Congratulations, Account {n}: 10,000 emails sent",
+                  body_text="Dear Jane,\n\nCongratulations on 10,000 emails sent.\n\nWarm regards,\nSam Rivera\n",
+                  body_html="<p>Dear Jane,</p><p>Congratulations on 10,000 emails sent.</p>",
+                  citations=[Citation(figure="milestone: 10,000 emails sent", source="platform.mailer",
+                                      record="event e-1 (milestone abc)", as_of=NOW)],
+                  drafted_by="template", guard_verdict="passed", created_at=NOW, expires_at=NOW + timedelta(days=7))
+    return ApprovalRequest(**{**fields, **kw})
+
+
+def decision(req: ApprovalRequest, what="send", **kw) -> ApprovalDecision:
+    fields = dict(approval_id=req.approval_id, decision=what, csm_email=req.csm_email, account_id=req.account_id,
+                  subject=req.subject, body_text=req.body_text, body_html=req.body_html,
+                  recipients=list(req.recipients), decided_at=datetime.now(timezone.utc))
+    return ApprovalDecision(**{**fields, **kw})
+
 
 SECRET = "test-secret-" + "x" * 32
 DOMAIN = "milestones.test"
@@ -134,7 +159,7 @@ async def until_outcome(bootstrap: str, topics, approval_id: str, outcome: str, 
 
 
 def links_in(message) -> dict[str, str]:
-    text = message.get_body(("plain",)).get_content()
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
     return {label: url for label, url in re.findall(r"^(Send email|Edit draft|Don't send):\s+(\S+)$", text, re.M)}
 
 

@@ -3,39 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
-from milestone_stream.ids import stable_id
 from milestone_stream.kafka_io import producer, wait_for
-from milestone_stream.models import ApprovalDecision, ApprovalRequest, Citation, Contact
 from milestone_stream.topics import ensure_topics
 
-from stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, dead_letters, outcomes, until_outcome
-
-NOW = datetime.now(timezone.utc)
-JANE = Contact(name="Jane Doe", email="jane@acme.example", role="executive_sponsor")
-
-
-def approval_request(n: int, csm="sam.rivera@vendor.example", recipients=(JANE,), **kw) -> ApprovalRequest:
-    fields = dict(approval_id=stable_id("approval", f"m-{n}"), milestone_ids=[f"m-{n}"], account_id=f"acct-{n}",
-                  account_name=f"Account {n}", csm_email=csm, recipients=list(recipients),
-                  subject=f"Congratulations, Account {n}: 10,000 emails sent",
-                  body_text="Dear Jane,\n\nCongratulations on 10,000 emails sent.\n\nWarm regards,\nSam Rivera\n",
-                  body_html="<p>Dear Jane,</p><p>Congratulations on 10,000 emails sent.</p>",
-                  citations=[Citation(figure="milestone: 10,000 emails sent", source="platform.mailer",
-                                      record="event e-1 (milestone abc)", as_of=NOW)],
-                  drafted_by="template", guard_verdict="passed", created_at=NOW, expires_at=NOW + timedelta(days=7))
-    return ApprovalRequest(**{**fields, **kw})
-
-
-def decision(req: ApprovalRequest, what="send", **kw) -> ApprovalDecision:
-    fields = dict(approval_id=req.approval_id, decision=what, csm_email=req.csm_email, account_id=req.account_id,
-                  subject=req.subject, body_text=req.body_text, body_html=req.body_html,
-                  recipients=list(req.recipients), decided_at=datetime.now(timezone.utc))
-    return ApprovalDecision(**{**fields, **kw})
-
+from stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, approval_request, dead_letters, decision, outcomes, until_outcome
 
 async def publish_decisions(bootstrap, topics, *decisions):
     async with producer(bootstrap) as prod:
