@@ -27,7 +27,8 @@ STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:46rem;margin:2rem 
 a{color:#2350c8}table{border-collapse:collapse;width:100%}td,th{padding:.4rem;border-bottom:1px solid #e3e6ec;text-align:left}
 .badge{padding:.1rem .5rem;border-radius:1rem;background:#eef;font-size:.85em}.pending{background:#fff4cc}
 .sent{background:#d8f5df}.failed,.unknown{background:#ffd9d6}.preview{border:1px solid #d5d9e2;padding:1rem;border-radius:.5rem}
-.note{background:#fff4cc;padding:.5rem;border-radius:.3rem}button{font-size:1rem;padding:.5rem 1.1rem;margin:.2rem}
+.note{background:#fff4cc;padding:.5rem;border-radius:.3rem}button,a.button{font-size:1rem;padding:.5rem 1.1rem;margin:.2rem;display:inline-block;border:1px solid #8a93a6;
+border-radius:.3rem;background:#f4f5f8;color:#1d2330;text-decoration:none}
 input[type=text],textarea{width:100%;font:inherit}textarea{height:16rem}.muted{color:#667}"""
 e = html.escape
 
@@ -109,10 +110,12 @@ class ApprovalUI:
         state = self.view.status(a.approval_id, self.clock())
         csrf = self.signer.csrf(key, a.approval_id)
         notes = "".join(f"<p class=note>{e(n)}</p>" for n in a.policy_notes)
-        to = ", ".join(f"{e(c.name)} &lt;{e(c.email)}&gt;" for c in a.recipients) or \
+        d = self.view.decisions.get(a.approval_id)
+        shown = d if d is not None and d.decision == "send" else a  # once sent: what went out, as approved
+        to = ", ".join(f"{e(c.name)} &lt;{e(c.email)}&gt;" for c in shown.recipients) or \
             "<em>no executive contact on record: choose a recipient in Edit draft</em>"
         cites = "".join(f"<li>{e(c.figure)} — {e(c.source)}, {e(c.record)}, as of {c.as_of:%Y-%m-%d}</li>" for c in a.citations)
-        body = "".join(f"<p>{e(p)}</p>" for p in a.body_text.split("\n\n") if p.strip())
+        body = html_from_text(shown.body_text or "")
         actions = ""
         if state == "pending":
             send = ("" if not a.recipients else
@@ -120,15 +123,14 @@ class ApprovalUI:
                     f"<input type=hidden name=csrf value='{e(csrf)}'><input type=hidden name=action value=send>"
                     f"<button name=go value=send{' autofocus' if confirm == 'send' else ''}>"
                     f"{'Confirm: send email' if confirm == 'send' else 'Send email'}</button></form>")
-            actions = (f"<h2>Your decision</h2>{send}<a href='/r/{e(a.approval_id)}/edit'><button type=button>Edit draft"
-                       f"</button></a><form method=post action='/r/{e(a.approval_id)}/decide'>"
+            actions = (f"<h2>Your decision</h2>{send}<a class=button href='/r/{e(a.approval_id)}/edit'>Edit draft</a><form method=post action='/r/{e(a.approval_id)}/decide'>"
                        f"<input type=hidden name=csrf value='{e(csrf)}'><input type=hidden name=action value=dont_send>"
                        f"<input type=text name=reason placeholder='Reason (optional)' maxlength=300>"
                        f"<button name=go value=dont_send>{'Confirm: d' if confirm == 'dont_send' else 'D'}on't send</button></form>")
         else:
             actions = self.decided(a)
         return page(a.account_name, f"<p><a href='/'>← Inbox</a></p><h1>{e(a.account_name)} {badge(state)}</h1>{notes}"
-                                    f"<p><b>To:</b> {to}<br><b>Subject:</b> {e(a.subject)}</p>"
+                                    f"<p><b>To:</b> {to}<br><b>Subject:</b> {e(shown.subject or '')}</p>"
                                     f"<div class=preview>{body}</div>{actions}<h2>Where the figures come from</h2>"
                                     f"<ul>{cites}</ul><p class=muted>Drafted by {e(a.drafted_by)}; grounding check: "
                                     f"{e(a.guard_verdict)}. Links expire {a.expires_at:%Y-%m-%d %H:%M} UTC.</p>", status)
@@ -177,9 +179,12 @@ class ApprovalUI:
         if self.view.status(a.approval_id, self.clock()) != "pending":
             response = self.request_page(a, session, status=409)  # single use: a second tap shows the decision
         elif claims["x"] == "edit":
-            response = web.HTTPSeeOther(f"/r/{a.approval_id}/edit")
+            raise self.signed_in(web.HTTPSeeOther(f"/r/{a.approval_id}/edit"), session)
         else:
             response = self.request_page(a, session, confirm=claims["x"])
+        return self.signed_in(response, session)
+
+    def signed_in(self, response, session: str):
         response.set_cookie(SESSION, session, httponly=True, samesite="Lax", secure=self.secure_cookies, path="/")
         return response
 
@@ -192,9 +197,7 @@ class ApprovalUI:
             return problem(410, "This link has expired", "Ask for a new sign-in link.")
         except BadToken as exc:
             return problem(403, "This link is not valid", str(exc))
-        response = web.HTTPSeeOther("/")
-        response.set_cookie(SESSION, token, httponly=True, samesite="Lax", secure=self.secure_cookies, path="/")
-        return response
+        raise self.signed_in(web.HTTPSeeOther("/"), token)
 
     async def decide(self, request: web.Request) -> web.Response:
         csm, key, a = self.own(request)
@@ -214,7 +217,7 @@ class ApprovalUI:
                 return problem(400, "Please check the draft", str(exc))
             meta = await self.publish(decision)
             await self.view.caught_up_to(meta.topic, meta.partition, meta.offset)
-        return web.HTTPSeeOther(f"/r/{a.approval_id}")
+        raise web.HTTPSeeOther(f"/r/{a.approval_id}")
 
     def decision(self, a: ApprovalRequest, csm: str, action: str, form) -> ApprovalDecision:
         now = self.clock()
