@@ -1,4 +1,5 @@
-"""The sender: approved decisions become exactly one email; new requests notify their CSM.
+"""The sender: approved decisions become exactly one email; new requests notify their CSM (by email,
+and by a Slack-compatible webhook when one is configured).
 
 Protocol, per message (customer email or CSM notification), against `emails.outcomes`:
 1. `attempting` is written and acknowledged by the broker *before* the message goes to SMTP;
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.models import ApprovalDecision, ApprovalRequest, EmailOutcome
-from milestone_stream.sinks import mail
+from milestone_stream.sinks import mail, webhook
 from milestone_stream.sinks.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,13 @@ DONE = {"sent", "failed", "unknown", "not_sent"}
 class Sender:
     def __init__(self, bootstrap: str, names, group_id: str, smtp: SmtpConfig, links, *,
                  domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
-                 backoff: tuple[float, float] = (1.0, 60.0), clock=lambda: datetime.now(timezone.utc)) -> None:
+                 backoff: tuple[float, float] = (1.0, 60.0), webhook: str | None = None,
+                 clock=lambda: datetime.now(timezone.utc)) -> None:
         self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
         self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
         self.domain, self.sender_address = domain, sender_address
         self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
+        self.webhook = webhook          # a Slack-compatible incoming webhook for CSM notifications, optional
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -72,49 +75,60 @@ class Sender:
         record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                       offset=r.offset, stage="sender", dead_letters=self._dead)
         if isinstance(record, ApprovalRequest):
-            await self.once(record.approval_id, "csm_notification", r, lambda: mail.notification(
-                record, self.links(record), self.domain, self.sender_address, self.clock()))
+            links = self.links(record)
+            await self.email_once(record.approval_id, "csm_notification", r, lambda: mail.notification(
+                record, links, self.domain, self.sender_address, self.clock()))
+            if self.webhook:
+                text = webhook.summary(record, links)
+                await self.once(record.approval_id, "csm_webhook", r, lambda: webhook.post(self.webhook, text))
         elif isinstance(record, ApprovalDecision):
             if record.decision == "dont_send":
                 if not self._done(record.approval_id, "customer_email"):
                     await self.record(record.approval_id, "customer_email", "not_sent", 0,
                                       record.reason or "the CSM chose not to send")
                 return
-            await self.once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
+            await self.email_once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
                 record, _csm_name(record), self.domain, self.sender_address))
 
     def _done(self, approval_id: str, purpose: str) -> bool:
         return any(o.outcome in DONE for o in self.outcomes.get((approval_id, purpose), []))
 
-    async def once(self, approval_id: str, purpose: str, origin, build) -> None:
-        history = self.outcomes.get((approval_id, purpose), [])
+    async def email_once(self, approval_id: str, purpose: str, origin, build) -> None:
+        """Build the email (a refused header is a permanent failure), then deliver it once."""
         if self._done(approval_id, purpose):
-            return  # the first decision (or request) won; this one is a repeat
-        if history and history[-1].outcome == "attempting":
-            await self.record(approval_id, purpose, "unknown", history[-1].attempt,
-                              "the sender stopped after handing the message to SMTP and before recording the "
-                              "result; not re-sent — check the recipient's mailbox")
             return
         try:
             msg = build()
         except (mail.HeaderInjection, ValueError) as exc:
             return await self.give_up(approval_id, purpose, origin, 0, f"refused: {exc}", "invalid_email")
-        recipients = [a.addr_spec for h in ("To",) for a in msg[h].addresses]
+        recipients = [a.addr_spec for a in msg["To"].addresses]
         sender = msg["From"].addresses[0].addr_spec
+        await self.once(approval_id, purpose, origin, lambda: deliver(self.smtp, msg, sender, recipients))
+
+    async def once(self, approval_id: str, purpose: str, origin, attempt_delivery) -> None:
+        """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown."""
+        history = self.outcomes.get((approval_id, purpose), [])
+        if self._done(approval_id, purpose):
+            return  # the first decision (or request) won; this one is a repeat
+        if history and history[-1].outcome == "attempting":
+            await self.record(approval_id, purpose, "unknown", history[-1].attempt,
+                              "the sender stopped after handing the message over and before recording the "
+                              "result; not re-sent — check with the recipient")
+            return
         attempt = sum(o.outcome == "attempting" for o in history)
         started = self.clock()
         while True:
             attempt += 1
             await self.record(approval_id, purpose, "attempting", attempt, None)
             try:
-                reply = await deliver(self.smtp, msg, sender, recipients)
+                reply = await attempt_delivery()
             except DeliveryUnknown as exc:
                 return await self.record(approval_id, purpose, "unknown", attempt, str(exc))
             except NotDelivered as exc:
                 waited = (self.clock() - started).total_seconds()
                 if exc.permanent or waited >= self.retry_seconds:
                     why = str(exc) if exc.permanent else f"retries exhausted after {waited:.0f}s: {exc}"
-                    return await self.give_up(approval_id, purpose, origin, attempt, why, "smtp_failed")
+                    return await self.give_up(approval_id, purpose, origin, attempt, why, "delivery_failed")
                 delay = min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1])
                 await self.record(approval_id, purpose, "retrying", attempt, f"{exc}; next try in {delay:.0f}s")
                 await asyncio.sleep(delay)

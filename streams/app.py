@@ -159,7 +159,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
 
     @app.timer(interval=settings.anniversary_interval)
     async def anniversary_clock():
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        if not faust_guards.settled(app):
             return
         if anniversaries.stale:
             anniversaries.stale = False

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 import faust
 
+from milestone_stream import faust_guards
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters
 from milestone_stream.ids import stable_id
@@ -128,7 +129,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
 
     @app.timer(interval=settings.drafter_interval)
     async def drafter_clock():
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
+        if not faust_guards.settled(app):
             return
         if due.stale:
             due.stale = False

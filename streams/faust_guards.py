@@ -50,3 +50,8 @@ def install(app) -> None:
     """Apply both guards to `app` (before the worker starts it)."""
     app.transport.Consumer = SkipSafeConsumer
     logging.getLogger("faust.tables.recovery").addFilter(_StopOnRecoveryError())
+
+
+def settled(app) -> bool:
+    """Timers that read tables act only on a settled assignment whose tables are fully recovered."""
+    return not app.rebalancing and app.tables.recovery.completed.is_set()

@@ -148,7 +148,7 @@ class EmailOutcome(Record):
     attempt: int
     detail: str | None = None
     recorded_at: datetime
-    purpose: Literal["customer_email", "csm_notification"] = "customer_email"
+    purpose: Literal["customer_email", "csm_notification", "csm_webhook"] = "customer_email"
 
 
 class DeadLetter(Record):

@@ -78,6 +78,7 @@ async def serve_sender(settings: Settings, bootstrap: str) -> None:
                       timeout=settings.smtp_timeout)
     sender = Sender(bootstrap, TopicNames(settings.topic_prefix), f"{settings.app_id}-sender", smtp,
                     one_tap_links(settings, signer), domain=settings.message_id_domain,
-                    sender_address=settings.sender_address, retry_seconds=settings.send_retry_seconds)
+                    sender_address=settings.sender_address, retry_seconds=settings.send_retry_seconds,
+                    webhook=settings.slack_webhook)
     print(f"sender: SMTP {settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security})", flush=True)
     await sender.run(_stop_on_signals())

@@ -106,7 +106,8 @@ def settings(topics, smtp_port: int, ui_port: int = 0) -> Settings:
 class ApprovalStack:
     """UI (aiohttp on a free port) and sender (its own consumer group), both on this event loop."""
 
-    def __init__(self, bootstrap: str, topics, smtp_port: int, *, backoff=(0.2, 1.0), retry_seconds=60) -> None:
+    def __init__(self, bootstrap: str, topics, smtp_port: int, *, backoff=(0.2, 1.0), retry_seconds=60,
+                 webhook: str | None = None) -> None:
         self.bootstrap, self.topics = bootstrap, topics
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -115,7 +116,7 @@ class ApprovalStack:
         self.sender = Sender(bootstrap, topics, f"{topics.prefix}sender",
                              SmtpConfig(host="127.0.0.1", port=smtp_port, timeout=10),
                              one_tap_links(self.settings, self.signer), domain=DOMAIN,
-                             retry_seconds=retry_seconds, backoff=backoff)
+                             retry_seconds=retry_seconds, backoff=backoff, webhook=webhook)
         self._stop = asyncio.Event()
 
     async def __aenter__(self) -> "ApprovalStack":
@@ -152,9 +153,11 @@ async def dead_letters(bootstrap: str, topics) -> list[DeadLetter]:
     return [DeadLetter.from_avro(r.value) for r in await read_topic(bootstrap, topics.deadletter, idle_ms=500)]
 
 
-async def until_outcome(bootstrap: str, topics, approval_id: str, outcome: str, timeout: float = 60):
+async def until_outcome(bootstrap: str, topics, approval_id: str, outcome: str, timeout: float = 60,
+                        purpose: str = "customer_email"):
     async def seen():
-        return [o for o in await outcomes(bootstrap, topics) if o.approval_id == approval_id and o.outcome == outcome]
+        return [o for o in await outcomes(bootstrap, topics, purpose)
+                if o.approval_id == approval_id and o.outcome == outcome]
     return await wait_for(seen, timeout, interval=0.3, what=f"outcome {outcome} for {approval_id}")
 
 

@@ -13,6 +13,7 @@ from milestone_stream.drafter import approval_id
 from milestone_stream.ids import milestone_id
 from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.models import ApprovalRequest, Contact, CrmChange, Evidence, FieldChange, Milestone
+from milestone_stream.sinks.approvals import ApprovalView
 from milestone_stream.topics import ensure_topics
 
 from helpers import Worker, publish
@@ -87,6 +88,14 @@ async def test_milestone_to_exactly_one_email_through_a_one_tap_link(kafka_boots
                 double = await asyncio.gather(*(browser.post(decide, data=form) for _ in range(2)))  # double click
                 assert sorted(r.status for r in double) == [200, 409]  # the second shows what was decided
                 await until_outcome(kafka_bootstrap, topics, request.approval_id, "sent")
+                other = ApprovalView(kafka_bootstrap, topics)  # another UI process: the same state from the topics
+                await other.start()
+                try:
+                    await other.caught_up()
+                    assert other.status(request.approval_id) == "sent"
+                    assert other.decisions[request.approval_id] == stack.view.decisions[request.approval_id]
+                finally:
+                    await other.stop()
                 async with browser.post(decide, data=form) as again:  # the same form, posted again
                     assert again.status == 409
                 async with browser.get(links["Send email"]) as replay:  # the link, tapped again

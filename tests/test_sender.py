@@ -1,14 +1,21 @@
 """The sender against the real broker and a real SMTP server: one email per approval, whatever happens."""
 import os
+import re
 import signal
 import subprocess
 import sys
+
 import pytest
+from aiohttp import web
 
 from milestone_stream.kafka_io import producer, wait_for
+from milestone_stream.kafka_local import free_port
 from milestone_stream.topics import ensure_topics
 
-from stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, approval_request, dead_letters, decision, outcomes, until_outcome
+from helpers import publish
+from stack import (DOMAIN, SECRET, ApprovalStack, SmtpServer, approval_request, dead_letters, decision, outcomes,
+                   until_outcome)
+
 
 async def publish_decisions(bootstrap, topics, *decisions):
     async with producer(bootstrap) as prod:
@@ -76,7 +83,7 @@ async def test_permanent_rejection_and_header_injection_fail_visibly_and_are_dea
     assert "CR or LF" in failed.detail
     assert smtp.mailbox.received == []
     letters = {d.error.split()[1].rstrip(":"): d for d in await dead_letters(kafka_bootstrap, approval_topics)}
-    assert letters[rejected.approval_id].reason == "smtp_failed" and "550" in letters[rejected.approval_id].error
+    assert letters[rejected.approval_id].reason == "delivery_failed" and "550" in letters[rejected.approval_id].error
     assert letters[injected.approval_id].reason == "invalid_email"
     assert letters[injected.approval_id].topic == approval_topics.approval_decisions
 
@@ -113,3 +120,33 @@ async def test_sigkill_while_smtp_has_the_message_records_unknown_and_never_send
     assert len(smtp.mailbox.customer_emails()) == 1, "the message was sent twice"
     trail = [o.outcome for o in await outcomes(kafka_bootstrap, approval_topics) if o.approval_id == req.approval_id]
     assert trail == ["attempting", "unknown"], trail
+
+
+async def test_the_slack_compatible_webhook_gets_each_request_once_with_escaped_data(kafka_bootstrap, approval_topics):
+    posts = []
+
+    async def hook(request):
+        posts.append((await request.json())["text"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    smtp = SmtpServer().start()
+    req = approval_request(20, account_name="R&D <Labs>")
+    marker = approval_request(21, account_id=req.account_id)  # same key: processed after the duplicate
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port, webhook=f"http://127.0.0.1:{port}/hook"):
+            await publish(kafka_bootstrap, approval_topics.approval_requests, [req, req, marker])
+            await wait_for(lambda: len(posts) >= 2, 60, what="two webhook posts")
+            await until_outcome(kafka_bootstrap, approval_topics, marker.approval_id, "sent", purpose="csm_webhook")
+    finally:
+        smtp.stop()
+        await runner.cleanup()
+    assert len(posts) == 2, posts
+    assert "Heads up! R&amp;D &lt;Labs&gt; just hit a milestone" in posts[0]
+    assert re.search(r"<http://127\.0\.0\.1:\d+/t/[\w.-]+\|Send email>", posts[0])
+    assert len(smtp.mailbox.notifications()) == 2
