@@ -73,7 +73,12 @@ class ApprovalView:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._consumer.getmany(timeout_ms=500)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500)
+            except Exception:  # noqa: BLE001 — keep the view alive through broker hiccups; it says so
+                log.exception("approval view: fetch failed; retrying")
+                await asyncio.sleep(1)
+                continue
             for tp, records in batch.items():
                 for r in records:
                     try:
@@ -99,6 +104,15 @@ class ApprovalView:
         for tp, end in ends.items():
             if end:
                 await self.caught_up_to(tp.topic, tp.partition, end - 1, timeout)
+
+    async def request(self, approval_id: str, timeout: float = 5) -> ApprovalRequest | None:
+        """The request, waiting briefly for one this view has not read yet (a link can outrun the view)."""
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: approval_id in self.requests), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return self.requests[approval_id]
 
     def status(self, approval_id: str, now: datetime | None = None) -> str:
         return status(self.requests[approval_id], self.decisions.get(approval_id), self.outcomes.get(approval_id, []),

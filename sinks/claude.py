@@ -92,8 +92,11 @@ class Drafter:
     def _template(self, ctx: Context, why: str) -> Drafted:
         note = template_note(ctx, self.rules)
         problem = guard(note, ctx)
-        if problem:  # a bug in the template or the context: never send it silently
-            raise AssertionError(f"template draft failed the grounding guard: {problem}")
+        if problem:  # e.g. a framing phrase with a number in it: the CSM must see it, the stream goes on
+            log.error("template draft failed the grounding guard", extra={"account_id": ctx.account_id,
+                                                                          "reason": problem})
+            return Drafted(note, TEMPLATE, f"FAILED: the template draft {problem.removeprefix('the draft ')}; "
+                                           f"check every figure before sending ({why})")
         if why != "no model configured":
             log.warning("drafted from the template", extra={"account_id": ctx.account_id, "reason": why})
         return Drafted(note, TEMPLATE, f"passed (template; {why})")

@@ -172,7 +172,7 @@ class ApprovalUI:
             return problem(410, "This link has expired", "Open the request from your inbox to see where it stands.")
         except BadToken as exc:
             return problem(403, "This link is not valid", f"{exc}. Nothing was sent.")
-        a = self.view.requests.get(claims["a"])
+        a = await self.view.request(claims["a"])
         if a is None or a.csm_email.lower() != claims["c"].lower():
             return problem(404, "Not found", "There is no approval request here for you.")
         session = self.signer.session(claims["c"])

@@ -107,3 +107,12 @@ def test_review_notes_mark_at_risk_accounts_and_missing_executives():
     notes = policy.review_notes(ctx)
     assert notes[0] == "at risk — consider not sending (health is red; 2 open escalation(s))"
     assert "no executive contact" in notes[1]
+
+
+async def test_a_template_that_fails_the_guard_is_flagged_to_the_csm_not_dropped():
+    from milestone_stream.sinks.claude import Drafter
+
+    framing = Drafting(framing={"emails_sent": {"financial services": "24/7 client touchpoints"}})
+    rules = Rules(drafting=framing)
+    out = await Drafter(rules).draft(compile_context("acme", [usage_milestone()], *rows(), rules, NOW))
+    assert out.drafted_by == "template" and out.verdict.startswith("FAILED") and "24, 7" in out.verdict
