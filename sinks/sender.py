@@ -17,6 +17,7 @@ import logging
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
@@ -46,7 +47,9 @@ class Sender:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     isolation_level="read_committed",
-                                    max_poll_interval_ms=int((self.retry_seconds + 600) * 1000))
+                                    # SMTP retries may hold one record for long; a rebalance must not wait for that
+                                    max_poll_interval_ms=int((self.retry_seconds + 600) * 1000),
+                                    rebalance_timeout_ms=30_000, session_timeout_ms=10_000)
         async with producer(self.bootstrap) as prod:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
@@ -59,7 +62,13 @@ class Sender:
                     for tp, records in batch.items():
                         for r in records:
                             await self.handle(r)
-                            await consumer.commit({tp: r.offset + 1})
+                            try:
+                                await consumer.commit({tp: r.offset + 1})
+                            except (CommitFailedError, IllegalStateError) as exc:
+                                # the partition moved in a rebalance: its new owner re-reads the outcomes
+                                log.warning("commit refused after a rebalance; the record will be seen again "
+                                            "and recognised from its outcome", extra={"error": str(exc)})
+                                break
             finally:
                 await consumer.stop()
 
