@@ -129,6 +129,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
         async for event in stream.events():
+            if not faust_guards.admit(app, event):
+                continue
             record = await decode(event, TelemetryEvent, "usage",
                                   check=lambda r: usage.rejection(r, rules, clock.now()))
             if record is None:
@@ -144,6 +146,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
         async for event in stream.events():
+            if not faust_guards.admit(app, event):
+                continue
             record = await decode(event, CrmChange, "crm")
             if record is None:
                 continue

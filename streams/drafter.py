@@ -110,6 +110,8 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
     @app.agent(app.topic(names.milestones, names.drafter_clock, **raw), name="drafter")
     async def drafter_agent(stream):
         async for event in stream.events():
+            if not faust_guards.admit(app, event):
+                continue
             msg = event.message
             now = clock.now()
             if msg.topic == ticks_topic.get_topic_name():

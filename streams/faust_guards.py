@@ -1,39 +1,85 @@
 """Where Faust logs a failure and goes on, the worker corrects it or stops loudly.
 
-Two failure modes seen in this project's crash tests:
-- Around a rebalance a Faust stream skips the messages it had already fetched (flow control paused,
-  or fetched under an older group generation) and still acknowledges them, so the next commit can
-  pass input that was never processed; after the rebalance Faust seeks to that offset and the
-  skipped input is gone (accounts ended one event short). `SkipSafeConsumer` releases such a
-  message without counting it as processed, so the commit stops before it: where Faust seeks back
-  after the rebalance it is fetched again at once; where it does not (seen once in seven crash
-  runs), the partition's committed offset stays put, its lag grows visibly, and the next restart
-  processes the message. The row's offset check makes a message that was in fact processed a no-op
-  when it returns. Re-fetching it in-process is still to do.
+Failure modes seen in this project's crash tests, and what `install` does about them:
+- Around a rebalance a Faust stream skips messages it had already fetched (flow control paused, or
+  fetched under an older group generation) and still acknowledges them. Left alone, two things
+  lose input: (a) the commit can pass a skipped message — Faust lets the first acked offset sit one
+  above the committed one, so a single skipped message at the head is committed past; (b) later
+  messages of the same partition can be applied before the skipped one comes back, and the account
+  row's offset check then takes the skipped one for a replay (accounts ended one event short).
+  `OrderedConsumer` records the lowest skipped offset per partition; until that message comes back
+  no later one of the partition is applied (`admit`) nor counted for the commit (`ack`), and the
+  partition is sought back to it, so each partition is applied in order, without holes.
 - Changelog recovery catches every error per record and logs "Error in recovery" as a warning,
-  leaving a table partly restored (a worker then counts from wrong totals). `install` adds a log filter that
-  turns that warning into an immediate, non-zero exit, so a supervisor sees it and nothing is
-  computed from a half-restored table.
+  leaving a table partly restored (a worker then counts from wrong totals). `install` adds a log
+  filter that turns that warning into an immediate, non-zero exit, so a supervisor sees it and
+  nothing is computed from a half-restored table.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+import time
 
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
 RECOVERY_ERROR_EXIT = 70
+RESEEK_SECONDS = 2.0  # a seek-back raced by an in-flight fetch is repeated after this long
+
+log = logging.getLogger(__name__)
 
 
-class SkipSafeConsumer(FaustAIOKafkaConsumer):
+class OrderedConsumer(FaustAIOKafkaConsumer):
+    """Faust's consumer, applying each partition in order: nothing passes a skipped message."""
+
+    @property
+    def holes(self) -> dict:
+        """tp → lowest offset skipped and not yet back."""
+        return self.__dict__.setdefault("_ms_holes", {})
+
     def ack(self, message) -> bool:
-        app = self.app
-        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
-            message.acked = True
+        app, tp, offset = self.app, message.tp, message.offset
+        skipped = message.generation_id != app.consumer_generation_id or not app.flow_control.is_active()
+        if skipped and tp in self.assignment():
+            if tp not in self.holes:
+                log.info("a message was skipped around a rebalance; its partition waits for it",
+                         extra={"origin": f"{tp.topic}[{tp.partition}]@{offset}"})
+            self.holes[tp] = min(self.holes.get(tp, offset), offset)
+        if skipped or offset > self.holes.get(tp, offset):
+            message.acked = True  # released, but not counted: the commit stays before the hole
             self._unacked_messages.discard(message)
             return False
         return super().ack(message)
+
+    def admit(self, message) -> bool:
+        """May this message be applied now? Not while an earlier one of its partition is missing."""
+        tp, offset = message.tp, message.offset
+        hole = self.holes.get(tp)
+        if hole is None or offset < hole:
+            return True
+        if offset == hole:
+            del self.holes[tp]
+            return True
+        sought = self.__dict__.setdefault("_ms_sought", {})
+        if time.monotonic() - sought.get((tp, hole), 0.0) > RESEEK_SECONDS:
+            sought[(tp, hole)] = time.monotonic()
+            log.warning("re-reading a partition from a skipped message", extra={"origin": f"{tp.topic}[{tp.partition}]@{hole}"})
+            asyncio.ensure_future(self.seek(tp, hole))
+        return False
+
+    def _new_offset(self, tp):
+        hole = self.holes.get(tp)
+        offset = super()._new_offset(tp)
+        if hole is not None and offset is not None and offset > hole:
+            return None  # never commit past a message that was not applied (acks above it are re-made on re-read)
+        return offset
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        for tp in revoked:
+            self.holes.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
 
 class _StopOnRecoveryError(logging.Filter):
@@ -48,8 +94,14 @@ class _StopOnRecoveryError(logging.Filter):
 
 def install(app) -> None:
     """Apply both guards to `app` (before the worker starts it)."""
-    app.transport.Consumer = SkipSafeConsumer
+    app.transport.Consumer = OrderedConsumer
     logging.getLogger("faust.tables.recovery").addFilter(_StopOnRecoveryError())
+
+
+def admit(app, event) -> bool:
+    """False for a message that must wait for an earlier, skipped one of its partition (it will be read again)."""
+    consumer = app.consumer
+    return consumer.admit(event.message) if isinstance(consumer, OrderedConsumer) else True
 
 
 def settled(app) -> bool:
