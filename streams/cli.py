@@ -66,6 +66,65 @@ def cmd_sender(args) -> int:
     return 0
 
 
+def cmd_lag(args) -> int:
+    """Exit status 1 when the total lag exceeds --max-lag (for alerts and health checks)."""
+    import json
+
+    from milestone_stream.lag import as_json, as_table, measure, product_groups
+    from milestone_stream.topics import TopicNames
+
+    s = Settings.from_env()
+    groups = product_groups(s.app_id, TopicNames(s.topic_prefix))
+
+    async def once() -> int:
+        rows = await measure(_require_bootstrap(s), groups)
+        print(json.dumps(as_json(rows)) if args.json else as_table(rows), flush=True)
+        return sum(r.lag for r in rows)
+
+    async def run() -> int:
+        while True:
+            total = await once()
+            if not args.watch:
+                return total
+            await asyncio.sleep(args.watch)
+
+    try:
+        total = asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    return 1 if args.max_lag is not None and total > args.max_lag else 0
+
+
+def cmd_deadletter(args) -> int:
+    import json
+    from datetime import datetime
+
+    from milestone_stream.deadletter_tools import AlreadyReplayed, describe, parked, replay
+    from milestone_stream.topics import TopicNames
+
+    s = Settings.from_env()
+    names = TopicNames(s.topic_prefix)
+    bootstrap = _require_bootstrap(s)
+    if args.action == "list":
+        since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
+        found = asyncio.run(parked(bootstrap, names, stage=args.stage, reason=args.reason, since=since))
+        for p in found:
+            print(json.dumps({"id": p.id, "replayed_at": p.replayed_at, **p.letter.model_dump(mode="json",
+                                                                                            exclude={"value"})})
+                  if args.json else describe(p))
+        if not args.json:
+            print(f"{len(found)} dead letter(s)")
+        return 0
+    try:
+        done = asyncio.run(replay(bootstrap, names, args.ids))
+    except (KeyError, AlreadyReplayed) as exc:
+        print(f"milestones: {exc.args[0]}", file=sys.stderr)
+        return 1
+    for p in done:
+        print(f"replayed {p.id} to {p.letter.topic}")
+    return 0
+
+
 def cmd_publish_sample(args) -> int:
     from datetime import datetime, timezone
 
@@ -187,6 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("worker", help="run the detector worker (Faust)").set_defaults(func=cmd_worker)
     sub.add_parser("publish-sample", help="publish the sample data set").set_defaults(func=cmd_publish_sample)
     sub.add_parser("ui", help="run the approval UI (web)").set_defaults(func=cmd_ui)
+    p = sub.add_parser("lag", help="consumer lag of the product's groups, from the broker")
+    p.add_argument("--json", action="store_true", help="one JSON object per report")
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="report again every SECONDS")
+    p.add_argument("--max-lag", type=int, help="exit 1 when the total lag exceeds this many messages")
+    p.set_defaults(func=cmd_lag)
+    p = sub.add_parser("deadletter", help="list or replay dead letters")
+    dl = p.add_subparsers(dest="action", required=True)
+    q = dl.add_parser("list", help="dead letters, oldest first")
+    q.add_argument("--stage")
+    q.add_argument("--reason")
+    q.add_argument("--since", help="ISO time")
+    q.add_argument("--json", action="store_true")
+    q = dl.add_parser("replay", help="re-publish dead letters to their original topic, once")
+    q.add_argument("ids", nargs="+", help="ids from `deadletter list` (partition:offset)")
+    p.set_defaults(func=cmd_deadletter)
     sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP").set_defaults(func=cmd_sender)
     args = parser.parse_args(argv)
     try:

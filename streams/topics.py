@@ -19,6 +19,8 @@ TOPICS = {
     "approval_decisions": ("approvals.decisions", "approval_decision"),
     "email_outcomes": ("emails.outcomes", "email_outcome"),
     "deadletter": ("deadletter", "dead_letter"),
+    # which dead letters were replayed (key: the dead letter's partition:offset, value: when)
+    "deadletter_replays": ("deadletter.replays", "replay marker, raw text"),
     # internal: anniversary ticks from the timer to the CRM agent, co-partitioned with crm.changes
     "clock": ("milestones.clock", "crm_change"),
     # internal: "this account's held milestones may be due" ticks from the drafter's timer to its agent
