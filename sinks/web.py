@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections import Counter
 from datetime import datetime, timezone
 from email.headerregistry import Address
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from milestone_stream.models import ApprovalDecision, ApprovalRequest, Contact
 from milestone_stream.sinks.approvals import ApprovalView
@@ -56,14 +59,19 @@ class ApprovalUI:
         self.view, self.signer, self.publish = view, signer, publish
         self.trusted_header, self.secure_cookies, self.clock = trusted_header, secure_cookies, clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self.registry = CollectorRegistry()
+        self.registry.register(ApprovalMetrics(view, clock))
 
     def app(self) -> web.Application:
         app = web.Application()
         app.add_routes([web.get("/", self.inbox), web.get("/r/{id}", self.show), web.get("/r/{id}/edit", self.edit),
                         web.post("/r/{id}/decide", self.decide), web.get("/t/{token}", self.tap),
                         web.get("/s/{token}", self.sign_in),
-                        web.get("/healthz", self.healthz)])
+                        web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
         return app
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "approvals": len(self.view.requests)})
@@ -243,6 +251,28 @@ class ApprovalUI:
                                 subject=subject.strip(), body_text=body_text,
                                 body_html=html_from_text(body_text) if edited else a.body_html,
                                 recipients=recipients, decided_at=now)
+
+
+class ApprovalMetrics:
+    """Approvals by status, decisions by type and emails by outcome, as the topics say (any UI process)."""
+
+    def __init__(self, view: ApprovalView, clock) -> None:
+        self.view, self.clock = view, clock
+
+    def collect(self):
+        statuses = Counter(self.view.status(i, self.clock()) for i in list(self.view.requests))
+        pending = GaugeMetricFamily("milestones_approvals", "Approval requests by status", labels=["status"])
+        for status in ("pending", "expired", "sending", "sent", "not sent", "failed", "unknown"):
+            pending.add_metric([status], statuses.get(status, 0))
+        decisions = CounterMetricFamily("milestones_decisions", "CSM decisions (first per approval)", labels=["decision"])
+        by_decision = Counter(d.decision for d in list(self.view.decisions.values()))
+        for decision in ("send", "dont_send"):
+            decisions.add_metric([decision], by_decision.get(decision, 0))
+        emails = CounterMetricFamily("milestones_emails", "Email outcomes recorded", labels=["outcome", "purpose"])
+        outcomes = Counter((o.outcome, o.purpose) for trail in list(self.view.outcomes.values()) for o in trail)
+        for (outcome, purpose), n in sorted(outcomes.items()):
+            emails.add_metric([outcome, purpose], n)
+        yield from (pending, decisions, emails)
 
 
 def badge(state: str) -> str:

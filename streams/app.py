@@ -18,7 +18,7 @@ import faust
 
 from milestone_stream.agents import crm, usage
 from milestone_stream.agents.anniversary import next_due
-from milestone_stream import faust_guards
+from milestone_stream import faust_guards, observability
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.drafter import install_drafter
@@ -87,6 +87,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         producer_acks=-1,
     )
     faust_guards.install(app)
+    if settings.web_port > 0:
+        observability.install(app, settings.stall_seconds)
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     telemetry_topic = app.topic(names.telemetry, **raw)
     crm_topic = app.topic(names.crm, names.clock, **raw)  # CRM changes and anniversary ticks
@@ -104,11 +106,13 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     dead_letters = DeadLetters(names.deadletter, produce_dead_letter)
     anniversaries = AnniversaryIndex()
 
-    async def emit(milestones: list[Milestone]) -> None:
+    async def emit(milestones: list[Milestone], agent: str) -> None:
         """Send and wait for the broker's ack, so no row records a milestone the log lacks."""
         for m in milestones:
             ack = await milestones_topic.send(key=m.account_id.encode(), value=m.to_avro())
             await ack
+            observability.FIRED.labels(m.kind).inc()
+            observability.EVENTS_OUT.labels(agent).inc()
             log.info("milestone fired", extra={"account_id": m.account_id, "milestone_id": m.milestone_id,
                                                "kind": m.kind, "title": m.title})
 
@@ -129,37 +133,41 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
         async for event in stream.events():
-            if not faust_guards.admit(app, event):
-                continue
-            record = await decode(event, TelemetryEvent, "usage",
-                                  check=lambda r: usage.rejection(r, rules, clock.now()))
-            if record is None:
-                continue
+            if faust_guards.admit(app, event):
+                with observability.PROGRESS.record("usage"):
+                    await count_usage(event)
+
+    async def count_usage(event) -> None:
+        record = await decode(event, TelemetryEvent, "usage", check=lambda r: usage.rejection(r, rules, clock.now()))
+        if record is not None:
             # a copy: Faust serializes changelog values late, so the stored row must not change
             # until this event's milestones are acknowledged and its own write is issued
             row = copy.deepcopy(usage_table.get(record.account_id)) or usage.new_row()
             status, fired = usage.apply_event(row, record, event.message.offset, rules)
-            await emit(fired)
+            await emit(fired, "usage")
             if status != usage.REPLAYED:  # a duplicate still advances the row's offset
                 usage_table[record.account_id] = row
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
         async for event in stream.events():
-            if not faust_guards.admit(app, event):
-                continue
-            record = await decode(event, CrmChange, "crm")
-            if record is None:
-                continue
-            row = copy.deepcopy(profiles.get(record.account_id)) or crm.new_row()
-            # a tick carries its own date, so a replay decides exactly as the first run did
-            tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
-            today = date.fromisoformat(tick) if tick else clock.now().astimezone(zone).date()
-            origin = (event.message.topic, event.message.offset)
-            fired = crm.apply_change(row, record, origin, rules, today)
-            await emit(fired)
-            profiles[record.account_id] = row
-            anniversaries.schedule(record.account_id, row, rules.anniversary_years)
+            if faust_guards.admit(app, event):
+                with observability.PROGRESS.record("crm"):
+                    await track_crm(event)
+
+    async def track_crm(event) -> None:
+        record = await decode(event, CrmChange, "crm")
+        if record is None:
+            return
+        row = copy.deepcopy(profiles.get(record.account_id)) or crm.new_row()
+        # a tick carries its own date, so a replay decides exactly as the first run did
+        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
+        today = date.fromisoformat(tick) if tick else clock.now().astimezone(zone).date()
+        origin = (event.message.topic, event.message.offset)
+        fired = crm.apply_change(row, record, origin, rules, today)
+        await emit(fired, "crm")
+        profiles[record.account_id] = row
+        anniversaries.schedule(record.account_id, row, rules.anniversary_years)
 
     @app.timer(interval=settings.anniversary_interval)
     async def anniversary_clock():
@@ -180,6 +188,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     async def _reindex(app, **kwargs):
         anniversaries.clear()
 
+    observability.PROGRESS.register("usage", {names.telemetry})
+    observability.PROGRESS.register("crm", {names.crm, names.clock})
     install_drafter(app, settings=settings, rules=rules, clock=clock, names=names, raw=raw,
                     usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode)
 

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from milestone_stream.codec import CodecError
 from milestone_stream.models import DeadLetter, Record
+from milestone_stream.observability import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class DeadLetters:
         letter = DeadLetter(stage=stage, reason=reason, error=error[:2000], topic=topic, partition=partition,
                             offset=offset, key=key, value=value, failed_at=datetime.now(timezone.utc))
         await self._produce(self.topic, key, letter.to_avro())
+        DEAD_LETTERS.labels(stage, reason).inc()
         log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}"})
         return letter
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import faust
 
-from milestone_stream import faust_guards
+from milestone_stream import faust_guards, observability
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters
 from milestone_stream.ids import stable_id
@@ -103,6 +103,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
             return
         request = await draft(account, batch, notes, now)
         await (await requests_topic.send(key=account.encode(), value=request.to_avro()))
+        observability.EVENTS_OUT.labels("drafter").inc()
         log.info("approval requested", extra={"account_id": account, "approval_id": request.approval_id,
                                               "drafted_by": request.drafted_by})
         policy.mark_celebrated(row, now)
@@ -110,24 +111,29 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
     @app.agent(app.topic(names.milestones, names.drafter_clock, **raw), name="drafter")
     async def drafter_agent(stream):
         async for event in stream.events():
-            if not faust_guards.admit(app, event):
-                continue
-            msg = event.message
-            now = clock.now()
-            if msg.topic == ticks_topic.get_topic_name():
-                account = msg.key.decode()
-                row = copy.deepcopy(celebrations.get(account)) or policy.new_row()
-                await release(account, row, now)
-            else:
-                m = await decode(event, Milestone, "drafter")
-                if m is None:
-                    continue
-                account = m.account_id
-                row = copy.deepcopy(celebrations.get(account)) or policy.new_row()
-                if not policy.take_in(row, m, (msg.topic, msg.partition, msg.offset), now):
-                    continue  # a re-delivered copy: already taken in
-            celebrations[account] = row
-            due.schedule(account, policy.due_at(row, gather, cooldown))
+            if faust_guards.admit(app, event):
+                with observability.PROGRESS.record("drafter"):
+                    await step(event)
+
+    async def step(event) -> None:
+        """A tick: draft what is due for its account. A milestone: take it in (hold it)."""
+        msg, now = event.message, clock.now()
+        if msg.topic == ticks_topic.get_topic_name():
+            account = msg.key.decode()
+            row = copy.deepcopy(celebrations.get(account)) or policy.new_row()
+            await release(account, row, now)
+        else:
+            m = await decode(event, Milestone, "drafter")
+            if m is None:
+                return
+            account = m.account_id
+            row = copy.deepcopy(celebrations.get(account)) or policy.new_row()
+            if not policy.take_in(row, m, (msg.topic, msg.partition, msg.offset), now):
+                return  # a re-delivered copy: already taken in
+        celebrations[account] = row
+        due.schedule(account, policy.due_at(row, gather, cooldown))
+
+    observability.PROGRESS.register("drafter", {names.milestones, names.drafter_clock})
 
     @app.timer(interval=settings.drafter_interval)
     async def drafter_clock():

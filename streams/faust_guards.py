@@ -25,6 +25,8 @@ import time
 
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
+from milestone_stream.observability import REBALANCE_SKIPS
+
 RECOVERY_ERROR_EXIT = 70
 RESEEK_SECONDS = 2.0  # a seek-back raced by an in-flight fetch is repeated after this long
 
@@ -44,6 +46,7 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
         skipped = message.generation_id != app.consumer_generation_id or not app.flow_control.is_active()
         if skipped and tp in self.assignment():
             if tp not in self.holes:
+                REBALANCE_SKIPS.inc()
                 log.info("a message was skipped around a rebalance; its partition waits for it",
                          extra={"origin": f"{tp.topic}[{tp.partition}]@{offset}"})
             self.holes[tp] = min(self.holes.get(tp, offset), offset)

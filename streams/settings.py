@@ -34,6 +34,7 @@ class Settings(BaseModel):
     data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")
     web_bind: str = Field("127.0.0.1", alias="MILESTONES_WEB_BIND")
     web_port: int = Field(6066, alias="MILESTONES_WEB_PORT", ge=0, le=65535)
+    stall_seconds: float = Field(60.0, alias="MILESTONES_STALL_SECONDS", gt=0)  # /healthz: no progress with input waiting
     anniversary_interval: float = Field(5.0, alias="MILESTONES_ANNIVERSARY_INTERVAL", gt=0)
     now: str | None = Field(None, alias="MILESTONES_NOW")  # start the injected clock at this instant
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="MILESTONES_LOG_LEVEL")

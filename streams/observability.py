@@ -1,0 +1,109 @@
+"""What an SRE scrapes and probes: Prometheus metrics, `/healthz` and `/readyz` on the worker's web port.
+
+Why both Faust's sensor and our own metrics: Faust's (`milestones_faust_*`, in its own millisecond
+units) covers the engine — messages, commits, rebalances, send latency; ours (base units, `_total`
+only on counters) covers the product — what came in and out of each agent, milestones by kind,
+dead letters by stage and reason, and the consumer lag per partition.
+A worker is unhealthy when an agent with waiting input has made no progress for `stall_seconds`:
+Faust only logs a warning for a stalled consumer, and a supervisor must be able to restart it.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+EVENTS_IN = Counter("milestones_events_in_total", "Input records taken by an agent", ["agent"])
+EVENTS_OUT = Counter("milestones_events_out_total", "Records emitted by an agent (milestones, approval requests)",
+                     ["agent"])
+PROCESSING = Histogram("milestones_processing_seconds", "Time an agent spent on one input record", ["agent"],
+                       buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30))
+FIRED = Counter("milestones_fired_total", "Milestones fired, by kind (re-delivered copies included)", ["kind"])
+DEAD_LETTERS = Counter("milestones_dead_letters_total", "Records dead-lettered, by stage and reason",
+                       ["stage", "reason"])
+REBALANCE_SKIPS = Counter("milestones_rebalance_skips_total",
+                          "Partitions held in order after Faust skipped a message around a rebalance")
+
+
+class Progress:
+    """When each agent last finished an input record, and which topics feed it."""
+
+    def __init__(self) -> None:
+        self.topics: dict[str, set[str]] = {}
+        self.last: dict[str, float] = {}
+
+    def register(self, agent: str, topics: set[str]) -> None:
+        self.topics[agent] = topics
+        self.last[agent] = time.monotonic()
+
+    @contextmanager
+    def record(self, agent: str):
+        EVENTS_IN.labels(agent).inc()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            PROCESSING.labels(agent).observe(time.perf_counter() - started)
+            self.last[agent] = time.monotonic()
+
+
+PROGRESS = Progress()
+
+
+def lag_by_tp(app) -> dict:
+    """(topic, partition) → log end offset minus committed offset, for this worker's assigned inputs."""
+    monitor, lag = app.monitor, {}
+    for tp, end in dict(monitor.tp_end_offsets or {}).items():
+        committed = (monitor.tp_committed_offsets or {}).get(tp)
+        lag[(tp.topic, tp.partition)] = max(end - (committed if committed is not None else 0), 0)
+    return lag
+
+
+class LagCollector:
+    """`milestones_consumer_lag{topic,partition}`, computed at scrape time from Faust's monitor."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def collect(self):
+        family = GaugeMetricFamily("milestones_consumer_lag", "Messages not yet committed, per input partition",
+                                   labels=["topic", "partition"])
+        for (topic, partition), lag in sorted(lag_by_tp(self.app).items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+def health(app, stall_seconds: float) -> tuple[bool, dict]:
+    now, lag = time.monotonic(), lag_by_tp(app)
+    stalled = {agent: round(now - PROGRESS.last[agent], 1) for agent, topics in PROGRESS.topics.items()
+               if any(v for (t, _), v in lag.items() if t in topics) and now - PROGRESS.last[agent] > stall_seconds}
+    return not stalled, {"alive": True, "stalled_agents": stalled, "stall_seconds": stall_seconds}
+
+
+def readiness(app) -> tuple[bool, dict]:
+    assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()) if app.consumer else []
+    recovered = app.tables.recovery.completed.is_set()
+    state = {"joined": bool(assigned), "assigned_partitions": len(assigned), "tables_recovered": recovered,
+             "rebalancing": bool(app.rebalancing)}
+    return bool(assigned) and recovered and not app.rebalancing, state
+
+
+def install(app, stall_seconds: float) -> None:
+    """Faust's Prometheus sensor on /metrics, our metrics beside it, and the two probes."""
+    from faust.sensors.prometheus import setup_prometheus_sensors
+    from faust.web import Request, Response, View
+
+    setup_prometheus_sensors(app, name_prefix="milestones_faust")
+    REGISTRY.register(LagCollector(app))
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        ok, body = health(app, stall_seconds)
+        return self.json(body, status=200 if ok else 503)
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        ok, body = readiness(app)
+        return self.json(body, status=200 if ok else 503)
