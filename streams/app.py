@@ -113,7 +113,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
             await ack
             observability.FIRED.labels(m.kind).inc()
             observability.EVENTS_OUT.labels(agent).inc()
-            log.info("milestone fired", extra={"account_id": m.account_id, "milestone_id": m.milestone_id,
+            log.info("milestone fired", extra={"agent": agent, "account_id": m.account_id, "milestone_id": m.milestone_id,
                                                "kind": m.kind, "title": m.title})
 
     async def decode(event, record_type, stage: str, check=lambda record: None):

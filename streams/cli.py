@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from milestone_stream import logs
 from milestone_stream.settings import ConfigError, Settings
 
 
@@ -44,7 +45,8 @@ def cmd_worker(args) -> int:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
     app = build_app(s, rules, clock)
-    faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True).execute_from_commandline()
+    faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True,
+                 logging_config=logs.config(s.log_level)).execute_from_commandline()
     return 0
 
 
@@ -53,6 +55,7 @@ def cmd_ui(args) -> int:
 
     s = Settings.from_env()
     s.signing_key()  # fail fast
+    logs.configure(s.log_level)
     asyncio.run(serve_ui(s, _require_bootstrap(s)))
     return 0
 
@@ -62,6 +65,7 @@ def cmd_sender(args) -> int:
 
     s = Settings.from_env()
     s.signing_key()  # fail fast
+    logs.configure(s.log_level)
     asyncio.run(serve_sender(s, _require_bootstrap(s)))
     return 0
 

@@ -77,7 +77,8 @@ async def test_lag_counts_what_a_stopped_worker_has_not_read_then_falls_to_zero(
     assert sum(p["lag"] for p in telemetry) == 10_000 and all(p["committed"] is None for p in telemetry)
     assert all(p["age_seconds"] is not None and p["age_seconds"] >= 0 for p in telemetry if p["lag"])
     port = free_port()
-    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, MILESTONES_WEB_PORT=str(port)).start()
+    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, MILESTONES_WEB_PORT=str(port),
+                    MILESTONES_LOG_LEVEL="info").start()
     try:
         probes = await probe_until_ready(f"http://127.0.0.1:{port}")
         assert probes[0] == 503 and probes[-1] == 200, probes  # not ready before assignment, ready after
@@ -96,6 +97,9 @@ async def test_lag_counts_what_a_stopped_worker_has_not_read_then_falls_to_zero(
         every_metric_in_the_runbook_is_scraped(scrape + generate_latest(ui.registry).decode())
     finally:
         assert worker.stop() == 0
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines() if line.strip()]  # JSON, every line
+    fired = [line for line in lines if line["message"] == "milestone fired"]
+    assert len(fired) == 50 and {"time", "level", "agent", "account_id", "milestone_id"} <= set(fired[0])
     done = cli(kafka_bootstrap, topics, "lag", "--max-lag", "0")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "total lag: 0" in done.stdout
