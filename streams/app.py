@@ -132,10 +132,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
 
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
-        async for event in stream.events():
-            if faust_guards.admit(app, event):
-                with observability.PROGRESS.record("usage"):
-                    await count_usage(event)
+        await faust_guards.each_in_order(app, stream, "usage", count_usage)
 
     async def count_usage(event) -> None:
         record = await decode(event, TelemetryEvent, "usage", check=lambda r: usage.rejection(r, rules, clock.now()))
@@ -150,10 +147,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
-        async for event in stream.events():
-            if faust_guards.admit(app, event):
-                with observability.PROGRESS.record("crm"):
-                    await track_crm(event)
+        await faust_guards.each_in_order(app, stream, "crm", track_crm)
 
     async def track_crm(event) -> None:
         record = await decode(event, CrmChange, "crm")

@@ -53,20 +53,21 @@ def cmd_worker(args) -> int:
 def cmd_ui(args) -> int:
     from milestone_stream.services import serve_ui
 
-    s = Settings.from_env()
-    s.signing_key()  # fail fast
-    logs.configure(s.log_level)
-    asyncio.run(serve_ui(s, _require_bootstrap(s)))
-    return 0
+    return _serve(serve_ui)
 
 
 def cmd_sender(args) -> int:
     from milestone_stream.services import serve_sender
 
+    return _serve(serve_sender)
+
+
+def _serve(service) -> int:
+    """Run a service of the approval side: its settings checked first (the signing key included)."""
     s = Settings.from_env()
-    s.signing_key()  # fail fast
+    s.signing_key()
     logs.configure(s.log_level)
-    asyncio.run(serve_sender(s, _require_bootstrap(s)))
+    asyncio.run(service(s, _require_bootstrap(s)))
     return 0
 
 

@@ -110,10 +110,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
 
     @app.agent(app.topic(names.milestones, names.drafter_clock, **raw), name="drafter")
     async def drafter_agent(stream):
-        async for event in stream.events():
-            if faust_guards.admit(app, event):
-                with observability.PROGRESS.record("drafter"):
-                    await step(event)
+        await faust_guards.each_in_order(app, stream, "drafter", step)
 
     async def step(event) -> None:
         """A tick: draft what is due for its account. A milestone: take it in (hold it)."""

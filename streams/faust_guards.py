@@ -101,6 +101,16 @@ def install(app) -> None:
     logging.getLogger("faust.tables.recovery").addFilter(_StopOnRecoveryError())
 
 
+async def each_in_order(app, stream, agent: str, step) -> None:
+    """The loop of every agent: each event admitted in partition order, then `step(event)`, measured."""
+    from milestone_stream.observability import PROGRESS
+
+    async for event in stream.events():
+        if admit(app, event):
+            with PROGRESS.record(agent):
+                await step(event)
+
+
 def admit(app, event) -> bool:
     """False for a message that must wait for an earlier, skipped one of its partition (it will be read again)."""
     consumer = app.consumer
