@@ -163,8 +163,8 @@ class LocalKafka:
         """Cluster id and ports are chosen once per data dir, so a restart finds its own log."""
         path = self.data_dir / "launcher.json"
         state = json.loads(path.read_text()) if path.exists() else {}
-        if "cluster_id" not in state:
-            state["cluster_id"] = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not state.get("cluster_id") or state["cluster_id"].startswith("-"):  # such a one never formatted
+            state["cluster_id"] = _cluster_id()
         for key in ("port", "controller_port"):
             if not state.get(key) or not _port_free(state[key]):
                 state[key] = free_port()
@@ -259,3 +259,12 @@ def run_until_interrupted(data_dir: Path) -> None:
             kafka.process.wait()
         except KeyboardInterrupt:
             pass
+
+
+def _cluster_id() -> str:
+    """A random cluster id that does not start with "-": kafka-storage would read it as an option
+    (Kafka's own Uuid.randomUuid() redraws such ids for the same reason)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
