@@ -41,6 +41,9 @@ class Sender:
         self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
         self.webhook = webhook          # a Slack-compatible incoming webhook for CSM notifications, optional
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
+        # set once the outcomes are re-read after an assignment: aiokafka may hand out records of the
+        # new assignment while its listener is still running, and they must not be handled before
+        self.loaded = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -59,6 +62,8 @@ class Sender:
             try:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=500)
+                    if batch:
+                        await self.loaded.wait()
                     for tp, records in batch.items():
                         for r in records:
                             await self.handle(r)
@@ -74,10 +79,11 @@ class Sender:
 
     async def reload(self) -> None:
         """The whole state: every outcome recorded so far (small: a few records per approval)."""
-        self.outcomes = {}
+        outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
         for r in await read_topic(self.bootstrap, self.names.email_outcomes, idle_ms=500):
             o = EmailOutcome.from_avro(r.value)
-            self.outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
+            outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
+        self.outcomes = outcomes
 
     async def handle(self, r) -> None:
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
@@ -170,7 +176,8 @@ class _Reload(ConsumerRebalanceListener):
         self.sender = sender
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass
+        self.sender.loaded.clear()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.sender.reload()
+        self.sender.loaded.set()
