@@ -1,7 +1,8 @@
 """The CRM tracker: the account profile kept from CRM changes, and the milestones they mark.
 
 Row (Faust table value, JSON):  p: profile fields   c: key contacts   f: ids of fired milestones
-a: anniversary years done   o: {topic: offset of the last applied input}   r: recent change ids
+a: anniversary years done   r: recent change ids
+o: {topic: offset of the last applied input, and source topic#partition: offset for adapted records}
 s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it)
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timezone
 
 from milestone_stream.agents.anniversary import anniversary_date, due_now
+from milestone_stream.agents.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.models import CrmChange, Evidence, Milestone
 from milestone_stream.rules import Rules
@@ -36,12 +38,15 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
     """Apply one change to the row (in place) and return the milestones it marks, each once ever.
 
     `origin` is the input's (topic, offset): at or below the row's offset for that topic it is a
-    replay after a crash and changes nothing; a recent change id is a producer duplicate.
+    replay after a crash and changes nothing; a recent change id is a producer duplicate, and a
+    source offset already applied an adapter's copy.
     """
     topic, offset = origin
-    if offset <= row["o"].get(topic, -1) or change.change_id in row["r"]:
+    if offset <= row["o"].get(topic, -1):
         return []
     row["o"][topic] = offset
+    if change.change_id in row["r"] or republished(row["o"], change.origin):
+        return []
     row["r"] = (row["r"] + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
     if change.contacts is not None:
         row["c"] = [c.model_dump() for c in change.contacts]

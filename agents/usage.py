@@ -5,6 +5,7 @@ record of what fired and the input offset move together in one changelog write:
   t: {metric: cumulative total}          o: offset of the last applied input event
   r: short hashes of recent event ids    w: {metric: spike window state}
   s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
+  x: {source topic#partition: offset} of records mapped by an ingestion adapter (agents/origins.py)
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import math
 from datetime import datetime, timezone
 
+from milestone_stream.agents.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.models import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
@@ -37,11 +39,14 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> 
     """Apply one valid event to the account's row (in place); return its status and milestones.
 
     An offset at or below the row's is a replay after a crash (already applied: skipped); an id seen
-    recently is a producer duplicate (skipped). Either way the total counts each event once.
+    recently is a producer duplicate, and one at or below its source offset an adapter's copy
+    (both skipped). Either way the total counts each event once.
     """
     if offset <= row["o"]:
         return REPLAYED, []
     row["o"] = offset
+    if republished(row.setdefault("x", {}), event.origin):
+        return DUPLICATE, []
     digest = hashlib.blake2b(event.event_id.encode(), digest_size=6).hexdigest()
     if digest in row["r"]:
         return DUPLICATE, []

@@ -19,6 +19,7 @@ import faust
 from milestone_stream.agents import crm, usage
 from milestone_stream.agents.anniversary import next_due
 from milestone_stream import faust_guards, observability
+from milestone_stream.adapters import AdaptersConfig, install_adapters
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters, decode_or_park
 from milestone_stream.drafter import install_drafter
@@ -63,8 +64,10 @@ class AnniversaryIndex:
         self.stale = True
 
 
-def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | None = None) -> faust.App:
+def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | None = None,
+              adapters: AdaptersConfig | None = None) -> faust.App:
     rules = rules or Rules.load(settings.rules_file)
+    adapters = adapters or AdaptersConfig.load(settings.adapters_file, rules)
     clock = clock or Clock()
     names = TopicNames(settings.topic_prefix)
     zone = ZoneInfo(rules.timezone)
@@ -186,5 +189,6 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     observability.PROGRESS.register("crm", {names.crm, names.clock})
     install_drafter(app, settings=settings, rules=rules, clock=clock, names=names, raw=raw,
                     usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode)
+    install_adapters(app, config=adapters, names=names, raw=raw, dead_letters=dead_letters)
 
     return app

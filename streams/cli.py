@@ -31,12 +31,14 @@ def cmd_topics(args) -> int:
 def cmd_worker(args) -> int:
     import faust
 
+    from milestone_stream.adapters import AdaptersConfig
     from milestone_stream.app import build_app
     from milestone_stream.clock import Clock
     from milestone_stream.rules import Rules
 
     s = Settings.from_env()
     rules = Rules.load(s.rules_file)  # fail fast, before touching Kafka
+    adapters = AdaptersConfig.load(s.adapters_file, rules)
     try:
         clock = Clock.from_iso(s.now)
     except ValueError:
@@ -44,7 +46,7 @@ def cmd_worker(args) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
-    app = build_app(s, rules, clock)
+    app = build_app(s, rules, clock, adapters)
     faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True,
                  logging_config=logs.config(s.log_level)).execute_from_commandline()
     return 0
@@ -79,7 +81,7 @@ def cmd_lag(args) -> int:
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
-    groups = product_groups(s.app_id, TopicNames(s.topic_prefix))
+    groups = product_groups(s.app_id, TopicNames(s.topic_prefix), _adapter_topics(s))
 
     async def once() -> int:
         rows = await measure(_require_bootstrap(s), groups)
@@ -127,6 +129,34 @@ def cmd_deadletter(args) -> int:
         return 1
     for p in done:
         print(f"replayed {p.id} to {p.letter.topic}")
+    return 0
+
+
+def _adapter_topics(s: Settings) -> list[str]:
+    from milestone_stream.adapters import AdaptersConfig
+    from milestone_stream.rules import Rules
+
+    return AdaptersConfig.load(s.adapters_file, Rules.load(s.rules_file)).source_topics()
+
+
+def cmd_resync(args) -> int:
+    """What Salesforce could not send (CDC gap and overflow events): records to re-read."""
+    import json
+
+    from milestone_stream.kafka_io import read_topic
+    from milestone_stream.models import ResyncNeeded
+    from milestone_stream.topics import TopicNames
+
+    s = Settings.from_env()
+    records = asyncio.run(read_topic(_require_bootstrap(s), TopicNames(s.topic_prefix).resync, idle_ms=300))
+    needed = sorted((ResyncNeeded.from_avro(r.value) for r in records), key=lambda n: n.committed_at)
+    for n in needed:
+        print(json.dumps(n.model_dump(mode="json")) if args.json else
+              f"{n.committed_at:%Y-%m-%d %H:%M:%S} {n.change_type:<13} {n.entity} "
+              f"{', '.join(n.record_ids) or '(every record changed since then: overflow)'}  "
+              f"[{n.topic}[{n.partition}]@{n.offset}]")
+    if not args.json:
+        print(f"{len(needed)} resync request(s)")
     return 0
 
 
@@ -266,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     q = dl.add_parser("replay", help="re-publish dead letters to their original topic, once")
     q.add_argument("ids", nargs="+", help="ids from `deadletter list` (partition:offset)")
     p.set_defaults(func=cmd_deadletter)
+    p = sub.add_parser("resync", help="Salesforce records to re-read after CDC gap or overflow events")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resync)
     sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP").set_defaults(func=cmd_sender)
     args = parser.parse_args(argv)
     try:

@@ -45,11 +45,12 @@ async def decode_or_park(record_type: type[Record], *, value: bytes | None, key:
     except CodecError as exc:
         reason, error = exc.reason, str(exc)
     except ValidationError as exc:
-        reason, error = "invalid", _one_line(exc)
+        reason, error = "invalid", one_line(exc)
     await dead_letters.send(stage=stage, reason=reason, error=error, topic=topic, partition=partition,
                             offset=offset, key=key, value=value)
     return None
 
 
-def _one_line(exc: ValidationError) -> str:
+def one_line(exc: ValidationError) -> str:
+    """A validation error on one line: `field: problem; field: problem`."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())

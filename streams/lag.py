@@ -28,10 +28,10 @@ class PartitionLag:
     age_seconds: float | None  # age of the oldest unconsumed record; None when nothing is waiting
 
 
-def product_groups(app_id: str, names: TopicNames) -> dict[str, list[str]]:
-    """Each consumer group of the product and the topics it consumes."""
+def product_groups(app_id: str, names: TopicNames, adapter_topics: list[str] = ()) -> dict[str, list[str]]:
+    """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources)."""
     return {
-        app_id: [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock],
+        app_id: [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, *adapter_topics],
         f"{app_id}-sender": [names.approval_requests, names.approval_decisions],
     }
 

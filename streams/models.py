@@ -31,6 +31,20 @@ class Record(BaseModel):
         return cls.model_validate(codec(cls.schema_name).decode(data))
 
 
+class Origin(BaseModel):
+    """Where an ingestion adapter read the message a record was mapped from (see `streams/adapters.py`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def stream(self) -> str:
+        """The source partition: offsets are ordered within it."""
+        return f"{self.topic}#{self.partition}"
+
+
 class TelemetryEvent(Record):
     schema_name: ClassVar[str] = "telemetry_event"
     event_id: str = NonEmpty
@@ -40,6 +54,7 @@ class TelemetryEvent(Record):
     occurred_at: datetime
     source: str
     attributes: dict[str, str] = {}
+    origin: Origin | None = None
 
     @field_validator("value")
     @classmethod
@@ -71,6 +86,7 @@ class CrmChange(Record):
     occurred_at: datetime
     source: str
     source_record: str | None = None
+    origin: Origin | None = None
 
 
 class Evidence(BaseModel):
@@ -164,9 +180,22 @@ class DeadLetter(Record):
     failed_at: datetime
 
 
+class ResyncNeeded(Record):
+    schema_name: ClassVar[str] = "resync_needed"
+    entity: str
+    record_ids: list[str]
+    change_type: str
+    committed_at: datetime
+    transaction_key: str | None = None
+    topic: str
+    partition: int
+    offset: int
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.schema_name: cls
-    for cls in (TelemetryEvent, CrmChange, Milestone, ApprovalRequest, ApprovalDecision, EmailOutcome, DeadLetter)
+    for cls in (TelemetryEvent, CrmChange, Milestone, ApprovalRequest, ApprovalDecision, EmailOutcome, DeadLetter,
+                ResyncNeeded)
 }
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from milestone_stream.settings import ConfigError
+from milestone_stream.settings import load_config_file
 
 
 class _Strict(BaseModel):
@@ -92,16 +91,4 @@ class Rules(_Strict):
 
     @classmethod
     def load(cls, path: Path | str | None) -> "Rules":
-        if path is None:
-            return cls()
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-            return cls.model_validate(raw)
-        except FileNotFoundError:
-            raise ConfigError(f"rules file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"rules file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            where = ".".join(map(str, e["loc"])) or "(top level)"
-            raise ConfigError(f"rules file {path}: {where}: {e['msg']}") from None
+        return cls() if path is None else load_config_file(cls, path, "rules")

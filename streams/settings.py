@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 
@@ -17,6 +18,21 @@ class ConfigError(SystemExit):
     def __init__(self, message: str) -> None:
         super().__init__(f"milestones: configuration error: {message}")
         self.code = 2
+
+
+def load_config_file(model: type[BaseModel], path: Path | str, what: str):
+    """A YAML file validated by `model`; any mistake is a `ConfigError` naming the file and field."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return model.model_validate(raw)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(map(str, e["loc"])) or "(top level)"
+        raise ConfigError(f"{what} file {path}: {where}: {e['msg']}") from None
 
 
 class Settings(BaseModel):
@@ -31,6 +47,7 @@ class Settings(BaseModel):
     commit_interval: float = Field(0.2, alias="MILESTONES_COMMIT_INTERVAL", gt=0)
     store: str = Field("memory://", alias="MILESTONES_STORE")
     rules_file: Path | None = Field(None, alias="MILESTONES_RULES")
+    adapters_file: Path | None = Field(None, alias="MILESTONES_ADAPTERS")  # Segment / Salesforce CDC ingestion
     data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")
     web_bind: str = Field("127.0.0.1", alias="MILESTONES_WEB_BIND")
     web_port: int = Field(6066, alias="MILESTONES_WEB_PORT", ge=0, le=65535)

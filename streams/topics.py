@@ -19,6 +19,8 @@ TOPICS = {
     "approval_decisions": ("approvals.decisions", "approval_decision"),
     "email_outcomes": ("emails.outcomes", "email_outcome"),
     "deadletter": ("deadletter", "dead_letter"),
+    # Salesforce CDC gaps: CRM records to re-read (key: entity name)
+    "resync": ("crm.resync", "resync_needed"),
     # which dead letters were replayed (key: the dead letter's partition:offset, value: when)
     "deadletter_replays": ("deadletter.replays", "replay marker, raw text"),
     # internal: anniversary ticks from the timer to the CRM agent, co-partitioned with crm.changes

@@ -1,6 +1,7 @@
 """Test helpers: worker processes that can be killed, and readers of what came out."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -58,3 +59,16 @@ async def milestones(bootstrap: str, topic: str) -> list[Milestone]:
 
 async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
     return [DeadLetter.from_avro(r.value) for r in await read_topic(bootstrap, topic)]
+
+
+async def table_rows(bootstrap: str, prefix: str, table: str) -> dict:
+    """The latest row per key of a worker's table, from its changelog (what a recovering worker restores)."""
+    rows = {}
+    for r in await read_topic(bootstrap, f"{prefix}detector-{table}-changelog"):
+        rows[json.loads(r.key)] = json.loads(r.value) if r.value else None
+    return {k: v for k, v in rows.items() if v}
+
+
+async def final_totals(bootstrap: str, prefix: str, metric: str = "emails_sent") -> dict:
+    """Each account's cumulative total of `metric`, from the usage table's changelog."""
+    return {k: v["t"].get(metric, 0.0) for k, v in (await table_rows(bootstrap, prefix, "usage")).items()}

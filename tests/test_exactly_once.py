@@ -4,7 +4,6 @@ The property: the set of distinct milestone ids on `milestones` (read_committed)
 computed offline from the same input, and every account's total equals the sum of its distinct
 events (read from the table's changelog). Re-delivered copies must carry the same id and content.
 """
-import json
 import random
 
 import pytest
@@ -15,7 +14,7 @@ from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.models import Milestone, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
-from helpers import Worker, publish
+from helpers import Worker, final_totals, publish
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
 TIERS = [500, 1000, 5000, 10000, 50000, 100000]
@@ -48,14 +47,6 @@ def offline(events):
         totals[e.account_id] = after = before + e.value
         ids |= {milestone_id(e.account_id, "usage_threshold", "emails_sent", t) for t in TIERS if before < t <= after}
     return totals, ids
-
-
-async def final_totals(bootstrap, prefix):
-    """Latest row per account from the usage table's changelog (what a recovering worker restores)."""
-    rows = {}
-    for r in await read_topic(bootstrap, f"{prefix}detector-usage-changelog"):
-        rows[json.loads(r.key)] = json.loads(r.value) if r.value else None
-    return {k: v["t"].get("emails_sent", 0.0) for k, v in rows.items() if v}
 
 
 async def run_and_check(kafka_bootstrap, topics, events, disrupt):
