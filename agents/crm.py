@@ -3,7 +3,8 @@
 Row (Faust table value, JSON):  p: profile fields   c: key contacts   f: ids of fired milestones
 a: anniversary years done   r: recent change ids
 o: {topic: offset of the last applied input, and source topic#partition: offset for adapted records}
-s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it)
+s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it; also
+   the as-of time that makes a late, older value lose)
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
 
     `origin` is the input's (topic, offset): at or below the row's offset for that topic it is a
     replay after a crash and changes nothing; a recent change id is a producer duplicate, and a
-    source offset already applied an adapter's copy.
+    source offset already applied an adapter's copy. A field value older (by `occurred_at`) than
+    the one the row holds arrived out of order and is ignored: the CRM's latest value wins.
     """
     topic, offset = origin
     if offset <= row["o"].get(topic, -1):
@@ -55,14 +57,16 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
         if fc.field == ANNIVERSARY_DUE:
             fired += _anniversaries(row, change, rules, today)
             continue
+        provenance = row.setdefault("s", {})
+        if fc.field in provenance and change.occurred_at < datetime.fromisoformat(provenance[fc.field][2]):
+            continue  # older than the value the row holds (out of order): the newer value stands
         before = row["p"].get(fc.field)
         if fc.value is None:
             row["p"].pop(fc.field, None)
-            row.setdefault("s", {}).pop(fc.field, None)
         else:
             row["p"][fc.field] = fc.value
-            row.setdefault("s", {})[fc.field] = [change.source, change.source_record or change.account_id,
-                                                 change.occurred_at.isoformat()]
+        # kept for a cleared field too, so that an older value arriving late cannot bring it back
+        provenance[fc.field] = [change.source, change.source_record or change.account_id, change.occurred_at.isoformat()]
         fired += _marks(row, change, fc.field, before, fc.value, rules)
     return [m for m in fired if _first_time(row, m)]
 

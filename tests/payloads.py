@@ -64,6 +64,7 @@ def cdc(change_type: str, record_ids: list[str], fields: dict | None = None, *, 
         sequence: int = 1, envelope: str = "flat") -> dict:
     """A change event; `envelope` "flat" (Pub/Sub API JSON) or "cometd" (data.payload, with replayId)."""
     header = copy.deepcopy(_HEADER) | {"changeType": change_type, "recordIds": record_ids, "sequenceNumber": sequence,
+                                       "commitTimestamp": _HEADER["commitTimestamp"] + 1000 * (sequence - 1),
                                        "changedFields": list(changed), "nulledFields": list(nulled)}
     body = {"ChangeEventHeader": header, "Name": None, "Industry": None, "ROI_Percent__c": None,
             "LastModifiedDate": "2026-06-01T08:00:00.000Z", **(fields or {})}

@@ -82,3 +82,23 @@ def test_bad_setting_fails_fast_with_one_line():
     with pytest.raises(ConfigError, match="MILESTONES_PARTITIONS='zero'"):
         Settings.from_env({"MILESTONES_PARTITIONS": "zero"})
     assert Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "h:1"}).broker_url == "kafka://h:1"
+
+
+def test_a_late_older_crm_value_does_not_overwrite_a_newer_one_nor_fire():
+    from milestone_stream.agents import crm
+    from milestone_stream.models import CrmChange, FieldChange
+
+    def change(n, minute, **fields):
+        return CrmChange(change_id=f"c{n}", account_id="acme", source="salesforce", source_record="001A",
+                         occurred_at=datetime(2026, 6, 1, 9, minute, tzinfo=timezone.utc),
+                         changes=[FieldChange(field=k, value=v) for k, v in fields.items()])
+
+    row, rules, today = crm.new_row(), Rules(), date(2026, 6, 1)
+    fired = crm.apply_change(row, change(1, 30, roi_percent=120.0, industry=None), ("crm", 0), rules, today)
+    assert [m.threshold for m in fired] == [100]
+    # published earlier in the CRM, delivered later (another partition, a backfill)
+    fired = crm.apply_change(row, change(2, 10, roi_percent=210.0, industry="retail", name="Acme"), ("crm", 1),
+                             rules, today)
+    assert fired == [] and row["p"] == {"roi_percent": 120.0, "name": "Acme"}  # the cleared industry stays cleared
+    fired = crm.apply_change(row, change(3, 45, roi_percent=160.0), ("crm", 2), rules, today)
+    assert [m.threshold for m in fired] == [150] and row["p"]["roi_percent"] == 160.0
