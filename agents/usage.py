@@ -25,6 +25,22 @@ def new_row() -> dict:
     return {"t": {}, "o": -1, "r": [], "w": {}}
 
 
+def copy_row(row: dict | None) -> dict:
+    """A working copy of a stored row (or a new one): its containers copied, at a fraction of deepcopy's cost.
+
+    Why a copy at all: Faust serializes changelog values late, so the stored row must not change
+    until the milestones it records are acknowledged and its own write is issued.
+    """
+    if row is None:
+        return new_row()
+    out = dict(row, t=dict(row["t"]), r=list(row["r"]), w={m: dict(w) for m, w in row["w"].items()})
+    if "s" in row:
+        out["s"] = {m: list(v) for m, v in row["s"].items()}
+    if "x" in row:
+        out["x"] = dict(row["x"])
+    return out
+
+
 def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, str] | None:
     """(reason, detail) when a decoded event must be dead-lettered instead of counted."""
     if not rules.known_metric(event.metric):

@@ -110,9 +110,9 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     anniversaries = AnniversaryIndex()
 
     async def emit(milestones: list[Milestone], agent: str) -> None:
-        """Send and wait for the broker's ack, so no row records a milestone the log lacks."""
-        for m in milestones:
-            ack = await milestones_topic.send(key=m.account_id.encode(), value=m.to_avro())
+        """Send, then wait for every ack, so no row records a milestone the log lacks."""
+        acks = [await milestones_topic.send(key=m.account_id.encode(), value=m.to_avro()) for m in milestones]
+        for m, ack in zip(milestones, acks):
             await ack
             observability.FIRED.labels(m.kind).inc()
             observability.EVENTS_OUT.labels(agent).inc()
@@ -135,18 +135,28 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
 
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
-        await faust_guards.each_in_order(app, stream, "usage", count_usage)
+        await faust_guards.batches_in_order(app, stream, "usage", count_usage, settings.batch_size,
+                                            settings.batch_seconds)
 
-    async def count_usage(event) -> None:
-        record = await decode(event, TelemetryEvent, "usage", check=lambda r: usage.rejection(r, rules, clock.now()))
-        if record is not None:
-            # a copy: Faust serializes changelog values late, so the stored row must not change
-            # until this event's milestones are acknowledged and its own write is issued
-            row = copy.deepcopy(usage_table.get(record.account_id)) or usage.new_row()
-            status, fired = usage.apply_event(row, record, event.message.offset, rules)
-            await emit(fired, "usage")
+    async def count_usage(events) -> None:
+        """A batch: each account's row copied once, its milestones acknowledged together, then one write per row."""
+        rows, applied, fired = {}, {}, []
+        for event in events:
+            record = await decode(event, TelemetryEvent, "usage", check=lambda r: usage.rejection(r, rules, clock.now()))
+            if record is None:
+                continue
+            account = record.account_id
+            if account not in rows:  # a copy: Faust serializes changelog values late (see usage.copy_row)
+                rows[account] = usage.copy_row(usage_table.get(account))
+            status, new = usage.apply_event(rows[account], record, event.message.offset, rules)
+            fired += new
             if status != usage.REPLAYED:  # a duplicate still advances the row's offset
-                usage_table[record.account_id] = row
+                applied[account] = event
+        await emit(fired, "usage")
+        for account, event in applied.items():
+            if faust_guards.current(app, event):  # else a rebalance came during the acks: the new owner re-reads them
+                with faust_guards.as_current(event):  # the changelog partition is the account's input partition
+                    usage_table[account] = rows[account]
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):

@@ -45,6 +45,9 @@ class Settings(BaseModel):
     replication_factor: int = Field(1, alias="MILESTONES_REPLICATION_FACTOR", ge=1)
     guarantee: Literal["at_least_once", "exactly_once"] = Field("at_least_once", alias="MILESTONES_GUARANTEE")
     commit_interval: float = Field(0.2, alias="MILESTONES_COMMIT_INTERVAL", gt=0)
+    # the usage agent takes telemetry in batches: one row write per account per batch
+    batch_size: int = Field(500, alias="MILESTONES_BATCH_SIZE", ge=1, le=100_000)
+    batch_seconds: float = Field(0.05, alias="MILESTONES_BATCH_SECONDS", gt=0, le=10)
     store: str = Field("memory://", alias="MILESTONES_STORE")
     rules_file: Path | None = Field(None, alias="MILESTONES_RULES")
     adapters_file: Path | None = Field(None, alias="MILESTONES_ADAPTERS")  # Segment / Salesforce CDC ingestion

@@ -102,3 +102,17 @@ def test_a_late_older_crm_value_does_not_overwrite_a_newer_one_nor_fire():
     assert fired == [] and row["p"] == {"roi_percent": 120.0, "name": "Acme"}  # the cleared industry stays cleared
     fired = crm.apply_change(row, change(3, 45, roi_percent=160.0), ("crm", 2), rules, today)
     assert [m.threshold for m in fired] == [150] and row["p"]["roi_percent"] == 160.0
+
+
+def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
+    stored = usage.new_row()
+    rules = Rules()
+    usage.apply_event(stored, TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600,
+                                             occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t"), 0, rules)
+    snapshot = repr(stored)
+    work = usage.copy_row(stored)
+    status, fired = usage.apply_event(work, TelemetryEvent(event_id="e2", account_id="a", metric="emails_sent", value=500,
+                                                           occurred_at=datetime(2026, 6, 2, tzinfo=timezone.utc),
+                                                           source="t"), 1, rules)
+    assert status == usage.APPLIED and [m.threshold for m in fired] == [1000]
+    assert repr(stored) == snapshot and work["t"]["emails_sent"] == 1100
