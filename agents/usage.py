@@ -3,12 +3,14 @@
 The account's row (a Faust table value, JSON) holds everything one event needs, so state, the
 record of what fired and the input offset move together in one changelog write:
   t: {metric: cumulative total}          o: offset of the last applied input event
-  r: short hashes of recent event ids    w: {metric: spike window state}
+  r: recent event ids, hashed to 8 characters each, in one string (cheap to copy and to encode)
+  w: {metric: spike window state}
   s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
   x: {source topic#partition: offset} of records mapped by an ingestion adapter (agents/origins.py)
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 from datetime import datetime, timezone
@@ -19,10 +21,28 @@ from milestone_stream.models import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 
 APPLIED, DUPLICATE, REPLAYED = "applied", "duplicate", "replayed"
+ID_WIDTH = 8  # characters per hashed event id in `r` (48 bits)
 
 
 def new_row() -> dict:
-    return {"t": {}, "o": -1, "r": [], "w": {}}
+    return {"t": {}, "o": -1, "r": "", "w": {}}
+
+
+def id_hash(event_id: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.blake2b(event_id.encode(), digest_size=6).digest()).decode()
+
+
+def _recent(row: dict) -> str:
+    """The row's recent ids; rows written before 2026-11-25 kept a list of hex digests."""
+    r = row["r"]
+    return r if isinstance(r, str) else "".join(base64.urlsafe_b64encode(bytes.fromhex(h)).decode() for h in r)
+
+
+def _seen(recent: str, digest: str) -> bool:
+    at = recent.find(digest)
+    while at != -1 and at % ID_WIDTH:
+        at = recent.find(digest, at + 1)
+    return at != -1
 
 
 def copy_row(row: dict | None) -> dict:
@@ -33,7 +53,7 @@ def copy_row(row: dict | None) -> dict:
     """
     if row is None:
         return new_row()
-    out = dict(row, t=dict(row["t"]), r=list(row["r"]), w={m: dict(w) for m, w in row["w"].items()})
+    out = dict(row, t=dict(row["t"]), r=_recent(row), w={m: dict(w) for m, w in row["w"].items()})
     if "s" in row:
         out["s"] = {m: list(v) for m, v in row["s"].items()}
     if "x" in row:
@@ -63,11 +83,11 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> 
     row["o"] = offset
     if republished(row.setdefault("x", {}), event.origin):
         return DUPLICATE, []
-    digest = hashlib.blake2b(event.event_id.encode(), digest_size=6).hexdigest()
-    if digest in row["r"]:
+    digest, recent = id_hash(event.event_id), _recent(row)
+    if _seen(recent, digest):
         return DUPLICATE, []
-    if rules.dedupe.recent_event_ids:
-        row["r"] = (row["r"] + [digest])[-rules.dedupe.recent_event_ids:]
+    keep = rules.dedupe.recent_event_ids * ID_WIDTH
+    row["r"] = (recent + digest)[-keep:] if keep else ""
     fired: list[Milestone] = []
     if event.metric in rules.usage:
         before = row["t"].get(event.metric, 0.0)

@@ -1,4 +1,5 @@
 """Pure logic: rules validation, anniversaries, spikes, settings (no broker)."""
+import hashlib
 import itertools
 from datetime import date, datetime, timedelta, timezone
 
@@ -116,3 +117,22 @@ def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
                                                            source="t"), 1, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [1000]
     assert repr(stored) == snapshot and work["t"]["emails_sent"] == 1100
+
+
+def test_recent_ids_window_counts_a_duplicate_once_within_it_and_reads_rows_of_the_old_format():
+    rules = Rules.model_validate({"dedupe": {"recent_event_ids": 3}})
+    row, offset = usage.new_row(), itertools.count()
+
+    def send(event_id):
+        event = TelemetryEvent(event_id=event_id, account_id="a", metric="emails_sent", value=1,
+                               occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t")
+        return usage.apply_event(row, event, next(offset), rules)[0]
+
+    assert [send(e) for e in ("e1", "e2", "e1", "e3", "e4", "e1")] == \
+        [usage.APPLIED, usage.APPLIED, usage.DUPLICATE, usage.APPLIED, usage.APPLIED, usage.APPLIED]
+    assert row["t"]["emails_sent"] == 5  # e1 came back after 3 newer ids: outside the window, counted again
+    assert len(row["r"]) == 3 * usage.ID_WIDTH
+    # rows written before the ids became one string kept a list of hex digests
+    row = {**usage.new_row(), "r": ["000000000000", hashlib.blake2b(b"e9", digest_size=6).hexdigest()]}
+    assert send("e9") == usage.DUPLICATE
+    assert send("e10") == usage.APPLIED and isinstance(row["r"], str) and len(row["r"]) == 3 * usage.ID_WIDTH
