@@ -10,8 +10,10 @@ from milestone_stream.models import Contact, CrmChange, FieldChange, TelemetryEv
 
 
 def sample(now: datetime) -> tuple[list[CrmChange], list[TelemetryEvent]]:
-    day = now.replace(hour=9, minute=0, second=0, microsecond=0)
-    year_ago = day.replace(year=day.year - 1) if not (day.month == 2 and day.day == 29) else day - timedelta(days=365)
+    # everything in the recent past (the usage agent dead-letters events from the future), and the
+    # contracts started a year ago today, so the first anniversary is due now
+    day = now.replace(second=0, microsecond=0) - timedelta(minutes=30)
+    year_ago = now.replace(year=now.year - 1) if not (now.month == 2 and now.day == 29) else now - timedelta(days=365)
     profiles = [
         ("acme", "Acme Corp", "financial services", 152.0, "jane.doe@acme.example", "Jane Doe"),
         ("hope", "Hope Foundation", "nonprofit", 90.0, "ravi.patel@hope.example", "Ravi Patel"),
