@@ -200,6 +200,7 @@ def cmd_up(args) -> int:
     from milestone_stream.watch import watch_milestones
 
     s = Settings.from_env()
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop cleans up like Ctrl-C: no orphaned children
     env = dict(os.environ)
     env.setdefault("MILESTONES_SECRET", secrets.token_urlsafe(32))  # this run's; set your own to keep links valid
     env.setdefault("MILESTONES_GATHER_SECONDS", "3")
@@ -257,6 +258,10 @@ def cmd_up(args) -> int:
             kafka.stop()
         print("stopped", flush=True)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 async def _ensure_topics(s: Settings, bootstrap: str) -> list[str]:
