@@ -101,7 +101,7 @@ async def test_an_adapter_killed_mid_stream_republishes_and_nothing_counts_twice
     accounts, per_account = [f"acct{i}" for i in range(6)], 1000
     messages = [track(f"m-{a}-{i}", a) for a in accounts for i in range(per_account)]
     random.Random(7).shuffle(messages)
-    env = dict(MILESTONES_ADAPTERS=config, MILESTONES_COMMIT_INTERVAL="30")
+    env = dict(MILESTONES_ADAPTERS=config, MILESTONES_COMMIT_INTERVAL="30", MILESTONES_LOG_LEVEL="info")
     worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, **env).start()
     try:
         await send_json(kafka_bootstrap, segment_topic, messages, key=lambda m: m["messageId"].encode())
