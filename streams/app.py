@@ -154,7 +154,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
                 applied[account] = event
         await emit(fired, "usage")
         for account, event in applied.items():
-            if faust_guards.current(app, event):  # else a rebalance came during the acks: the new owner re-reads them
+            if faust_guards.current(app, event.message):  # else a rebalance began during the acks: re-read later
                 with faust_guards.as_current(event):  # the changelog partition is the account's input partition
                     usage_table[account] = rows[account]
 

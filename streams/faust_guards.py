@@ -47,7 +47,7 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
 
     def ack(self, message) -> bool:
         app, tp, offset = self.app, message.tp, message.offset
-        skipped = message.generation_id != app.consumer_generation_id or not app.flow_control.is_active()
+        skipped = not current(app, message)
         if skipped and tp in self.assignment():
             if tp not in self.holes:
                 REBALANCE_SKIPS.inc()
@@ -124,15 +124,18 @@ async def batches_in_order(app, stream, agent: str, step, size: int, within: flo
     from milestone_stream.observability import PROGRESS
 
     async for events in stream.take_events(size, within=within):
-        taken = [e for e in events if current(app, e) and admit(app, e)]
+        taken = [e for e in events if current(app, e.message) and admit(app, e)]
         if taken:
             with PROGRESS.record(agent, len(taken)):
                 await step(taken)
 
 
-def current(app, event) -> bool:
-    """Was the event fetched under the group generation now in force?"""
-    return event.message.generation_id == app.consumer_generation_id
+def current(app, message) -> bool:
+    """Was the message fetched under the group generation in force, with no rebalance under way (Faust
+    suspends the flow when one begins)? Faust skips, yet acknowledges, the messages for which this is
+    false: the guard does not count them, and a batch writes no rows for them — by then their
+    partition may be another worker's, and a late write would land in its changelog."""
+    return message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
 
 
 @contextmanager
