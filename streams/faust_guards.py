@@ -26,7 +26,6 @@ import weakref
 from contextlib import contextmanager
 
 from faust.streams import _current_event
-
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 
 from milestone_stream.observability import REBALANCE_SKIPS
