@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from milestone_stream.agents.mapping import Rejected, Skipped, Strict, calendar_date, dig, instant, number
+from milestone_stream.agents.mapping import Rejected, Skipped, calendar_date, dig, instant, number
 from milestone_stream.models import CrmChange, FieldChange, Origin, ResyncNeeded
+from milestone_stream.settings import Strict
 
 EMPTY_RECORD_ID = "000000000000000AAA"  # what an overflow event names instead of a record
 DELETED = "crm_deleted"  # profile field set by DELETE (true) and UNDELETE (false)

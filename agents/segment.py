@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from milestone_stream.agents.mapping import Rejected, Skipped, Strict, dig, instant, number
+from milestone_stream.agents.mapping import Rejected, Skipped, dig, instant, number
 from milestone_stream.models import CrmChange, FieldChange, Origin, TelemetryEvent
+from milestone_stream.settings import Strict
 
 
 class TrackMapping(Strict):

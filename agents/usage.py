@@ -81,7 +81,7 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> 
     if offset <= row["o"]:
         return REPLAYED, []
     row["o"] = offset
-    if republished(row.setdefault("x", {}), event.origin):
+    if event.origin is not None and republished(row.setdefault("x", {}), event.origin):
         return DUPLICATE, []
     digest, recent = id_hash(event.event_id), _recent(row)
     if _seen(recent, digest):

@@ -19,13 +19,13 @@ from pydantic import ValidationError, model_validator
 
 from milestone_stream import faust_guards, observability
 from milestone_stream.agents import salesforce_cdc, segment
-from milestone_stream.agents.mapping import Rejected, Skipped, Strict
+from milestone_stream.agents.mapping import Rejected, Skipped
 from milestone_stream.agents.salesforce_cdc import CdcConfig
 from milestone_stream.agents.segment import SegmentConfig
 from milestone_stream.deadletter import DeadLetters, one_line
 from milestone_stream.models import CrmChange, Origin, Record, ResyncNeeded, TelemetryEvent
 from milestone_stream.rules import Rules
-from milestone_stream.settings import ConfigError, load_config_file
+from milestone_stream.settings import ConfigError, Strict, load_config_file
 
 log = logging.getLogger(__name__)
 

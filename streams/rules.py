@@ -8,16 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from milestone_stream.settings import load_config_file
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from milestone_stream.settings import Strict, load_config_file
 
 
-class UsageMetric(_Strict):
+class UsageMetric(Strict):
     tiers: list[float] = Field(min_length=1)
     label: str | None = None  # "emails sent"; defaults to the metric name
 
@@ -29,18 +25,18 @@ class UsageMetric(_Strict):
         return tiers
 
 
-class Spike(_Strict):
+class Spike(Strict):
     metric: str
     window_days: float = Field(7, gt=0)
     ratio: float = Field(1.5, gt=1)
     min_base: float = Field(20, ge=0)
 
 
-class Dedupe(_Strict):
+class Dedupe(Strict):
     recent_event_ids: int = Field(64, ge=0, le=10_000)
 
 
-class Drafting(_Strict):
+class Drafting(Strict):
     """How notes are framed and closed (the approval issue)."""
 
     # metric → industry → how that industry says it ("10,000 touchpoints with clients")
@@ -61,7 +57,7 @@ class Drafting(_Strict):
         return link
 
 
-class Rules(_Strict):
+class Rules(Strict):
     usage: dict[str, UsageMetric] = Field(default_factory=lambda: {
         "emails_sent": UsageMetric(tiers=[500, 1000, 5000, 10000, 50000, 100000], label="emails sent"),
     })

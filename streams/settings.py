@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 
 class ConfigError(SystemExit):
@@ -18,6 +18,12 @@ class ConfigError(SystemExit):
     def __init__(self, message: str) -> None:
         super().__init__(f"milestones: configuration error: {message}")
         self.code = 2
+
+
+class Strict(BaseModel):
+    """A configuration-file model: unknown keys are mistakes, values are fixed once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def load_config_file(model: type[BaseModel], path: Path | str, what: str):
