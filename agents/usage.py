@@ -11,6 +11,7 @@ record of what fired and the input offset move together in one changelog write:
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import math
 from datetime import datetime, timezone
@@ -106,14 +107,16 @@ def _evidence(event: TelemetryEvent) -> list[Evidence]:
 
 
 def _tiers_crossed(event: TelemetryEvent, before: float, after: float, rules: Rules) -> list[Milestone]:
+    """The tiers in (before, after]; tiers are ascending, so two bisections find them (rules may list thousands)."""
     metric = rules.usage[event.metric]
+    crossed = metric.tiers[bisect.bisect_right(metric.tiers, before):bisect.bisect_right(metric.tiers, after)]
     label = metric.label or event.metric.replace("_", " ")
     return [
         Milestone(milestone_id=milestone_id(event.account_id, "usage_threshold", event.metric, tier),
                   account_id=event.account_id, kind="usage_threshold", metric=event.metric, threshold=tier,
                   value=after, title=f"{tier:,.0f} {label}", reached_at=event.occurred_at,
                   evidence=_evidence(event))
-        for tier in metric.tiers if before < tier <= after
+        for tier in crossed
     ]
 
 

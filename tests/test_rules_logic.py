@@ -63,6 +63,21 @@ def test_tiers_fire_in_order_and_replays_are_skipped():
     assert usage.apply_event(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
 
 
+
+@pytest.mark.parametrize("steps, fired", [
+    ([1000], [500, 1000]),          # reaching a tier exactly fires it
+    ([999, 1], [500, 1000]),        # ... also when the last event lands on it
+    ([1000, 1], [500, 1000]),       # sitting on a tier does not fire it again
+    ([499.5, 0.5, 4500], [500, 1000, 5000]),
+])
+def test_tier_boundaries(steps, fired):
+    rules, row = Rules(), usage.new_row()
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    got = [m.threshold for i, v in enumerate(steps)
+           for m in usage.apply_event(row, ev(v, at, "emails_sent"), i, rules)[1]]
+    assert got == fired
+
+
 @pytest.mark.parametrize("yaml_text, message", [
     ("usage: {emails_sent: {tiers: [1000, 500]}}", "usage.emails_sent.tiers"),
     ("roi_levels: nope", "roi_levels"),
