@@ -88,6 +88,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=settings.producer_linger,
     )
     faust_guards.install(app)
     if settings.web_port > 0:
