@@ -2,9 +2,14 @@
 
     .venv/bin/python bench/detector.py [--events 100000] [--accounts 2000] [--partitions 6] [--rate 5000]
 
+The worker logs at error level (its log is in the run's temporary folder); BENCH_WORKER_LOG_LEVEL
+changes that. MILESTONES_* variables (commit interval, linger, batch size) pass through to the worker.
+
 Prints and appends to bench/results.md: sustained events/s of one worker (at_least_once, the shipped
 guarantee) and of the raw baseline over the same input, their ratio, the worker's peak RSS, and
 p50/p99 latency from publish to milestone visible to a read_committed consumer at a fixed rate.
+Beside them, the Faust floor (bench/faust_floor.py): the same input through Faust agents that do
+no work, to separate Faust's own per-message cost from the detector's.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 from milestone_stream.kafka_io import producer
 from milestone_stream.kafka_local import LocalKafka
 from milestone_stream.models import Milestone, TelemetryEvent
+from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +44,11 @@ def events(n: int, accounts: int, start: int = 0) -> list[TelemetryEvent]:
     return [TelemetryEvent(event_id=f"b{start + i}", account_id=f"acct{(start + i) % accounts}", metric="emails_sent",
                            value=10.0, occurred_at=T0 + timedelta(milliseconds=start + i), source="bench")
             for i in range(n)]
+
+
+def staggered(account: int, n: int) -> list[TelemetryEvent]:
+    return [TelemetryEvent(event_id=f"w{account}-{j}", account_id=f"acct{account}", metric="emails_sent", value=10.0,
+                           occurred_at=T0 + timedelta(milliseconds=j), source="bench") for j in range(n)]
 
 
 async def publish(bootstrap, topic, batch, rate: float | None = None) -> dict[str, float]:
@@ -104,7 +115,7 @@ def start_worker(bootstrap, prefix, rules, data_dir, partitions) -> subprocess.P
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MILESTONES_TOPIC_PREFIX": prefix,
            "MILESTONES_APP_ID": f"{prefix}detector", "MILESTONES_PARTITIONS": str(partitions),
            "MILESTONES_WEB_PORT": "0", "MILESTONES_DATA_DIR": str(data_dir), "MILESTONES_RULES": str(rules),
-           "MILESTONES_LOG_LEVEL": "error"}
+           "MILESTONES_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "error")}
     data_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "worker"], env=env,
                             stdout=open(data_dir / "worker.log", "ab"), stderr=subprocess.STDOUT)
@@ -117,26 +128,28 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def worker_throughput(bootstrap, names, args, tmp) -> tuple[float, float]:
-    """Input published first, worker started after: events/s from first commit to all committed."""
-    await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
-    worker = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", tmp / "w1", args.partitions)
-    group = f"{names.prefix}detector"
+def start_floor(bootstrap, topic, group, mode, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "faust_floor.py"), bootstrap, topic, group, mode],
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, log: Path) -> tuple[float, float]:
+    """Input published before `process` started: events/s from its first commit to all committed, peak RSS."""
     try:
         began = None
         while True:
-            done = await committed_total(bootstrap, group, names.telemetry, args.partitions)
+            done = await committed_total(bootstrap, group, topic, args.partitions)
             if done and began is None:
                 began, first = time.perf_counter(), done
             if done >= args.events:
                 elapsed = time.perf_counter() - began
-                return (args.events - first) / elapsed, peak_rss_mib(worker.pid)
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited; see {tmp / 'w1' / 'worker.log'}")
+                return (args.events - first) / elapsed, peak_rss_mib(process.pid)
+            if process.poll() is not None:
+                raise SystemExit(f"{group} exited; see {log}")
             await asyncio.sleep(0.1)
     finally:
-        worker.terminate()
-        worker.wait(30)
+        process.terminate()
+        process.wait(30)
 
 
 async def latency(bootstrap, names, args, tmp) -> tuple[float, float, int]:
@@ -158,9 +171,12 @@ async def latency(bootstrap, names, args, tmp) -> tuple[float, float, int]:
                         received.setdefault(m.evidence[0].record.removeprefix("event "), now)
 
         reader = asyncio.create_task(drain())
-        # warm up until the worker has joined and committed everything published so far
-        warm = args.accounts * 10
-        await publish(bootstrap, names.telemetry, events(warm, args.accounts, start=10**8))
+        # warm up until the worker has joined and committed everything published so far; account k
+        # gets k mod 25 extra events, so the accounts cross their tiers at different times (one
+        # milestone per 25 events, spread evenly) rather than all in the same half second
+        warmup = [e for k in range(args.accounts) for e in staggered(k, 10 + k % 25)]
+        warm = len(warmup)
+        await publish(bootstrap, names.telemetry, warmup)
         while await committed_total(bootstrap, f"{names.prefix}detector", names.telemetry, args.partitions) < warm:
             await asyncio.sleep(0.2)
         n = int(args.rate * args.seconds)
@@ -206,22 +222,36 @@ async def main() -> None:
         for names in (a, b):
             await ensure_topics(bootstrap, names.all(), args.partitions)
         sink = f"bench{run}.raw.out"
-        await ensure_topics(bootstrap, [sink], args.partitions)
-        worker_eps, rss = await worker_throughput(bootstrap, a, args, tmp)
+        await ensure_topics(bootstrap, [sink, f"{a.telemetry}.floor"], args.partitions)
+        await publish(bootstrap, a.telemetry, events(args.events, args.accounts))
+        worker = start_worker(bootstrap, a.prefix, tmp / "default-rules.yaml", tmp / "w1", args.partitions)
+        worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
+                                           tmp / "w1" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
+        floors = {}
+        for mode in ("consume", "produce"):
+            group, log = f"bench{run}.floor-{mode}", tmp / f"floor-{mode}.log"
+            floors[mode], _ = await throughput(bootstrap, start_floor(bootstrap, a.telemetry, group, mode, log),
+                                               group, a.telemetry, args, log)
         p50, p99, samples = await latency(bootstrap, b, args, tmp)
     finally:
         if kafka:
             kafka.stop()
     size = len(events(1, 1)[0].to_avro())
+    settings = Settings.from_env()
     report = (
         f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
         f"conditions: Kafka 3.9.1 local (1 node), {args.partitions} partitions, {args.events:,} events for "
         f"{args.accounts:,} accounts, {size}-byte Avro values, guarantee at_least_once, commit interval "
-        f"{os.environ.get('MILESTONES_COMMIT_INTERVAL', '0.2')} s, "
+        f"{settings.commit_interval} s, producer linger {settings.producer_linger * 1000:g} ms, batches of "
+        f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, tiers crossed evenly in the latency run, "
         f"worker and broker on the same machine\n\n"
         f"| measure | value |\n| --- | --- |\n"
         f"| raw aiokafka consume→produce (baseline) | {raw_eps:,.0f} events/s |\n"
+        f"| Faust floor: agent that only consumes (batched) | {floors['consume']:,.0f} events/s "
+        f"({floors['consume'] / raw_eps:.2f} x baseline) |\n"
+        f"| Faust floor: agent that sends one record per event | {floors['produce']:,.0f} events/s "
+        f"({floors['produce'] / raw_eps:.2f} x baseline) |\n"
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
         f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
