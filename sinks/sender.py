@@ -167,8 +167,9 @@ class Sender:
 
 
 def _csm_name(decision: ApprovalDecision) -> str:
-    """The From display name: "sam.rivera@…" → "Sam Rivera" (the address is what counts)."""
-    return decision.csm_email.split("@")[0].replace(".", " ").title()
+    """The From display name: the CRM's name for the CSM; for decisions without one (written before
+    it was carried, or by another CSM) it is made from the address: "sam.rivera@…" → "Sam Rivera"."""
+    return decision.csm_name or decision.csm_email.split("@")[0].replace(".", " ").title()
 
 
 class _Reload(ConsumerRebalanceListener):

@@ -82,7 +82,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
         ids = sorted(m.milestone_id for m in batch)
         return ApprovalRequest(
             approval_id=approval_id(ids), milestone_ids=ids, account_id=account, account_name=ctx.account_name,
-            csm_email=ctx.csm_email or "", recipients=recipients, subject=rendered.subject,
+            csm_email=ctx.csm_email or "", csm_name=ctx.csm_name, recipients=recipients, subject=rendered.subject,
             body_text=rendered.body_text, body_html=rendered.body_html, citations=ctx.citations(),
             drafted_by=drafted.drafted_by, guard_verdict=drafted.verdict,
             policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + ttl)

@@ -140,6 +140,7 @@ class ApprovalRequest(Record):
     policy_notes: list[str] = []
     created_at: datetime
     expires_at: datetime
+    csm_name: str | None = None
 
 
 class ApprovalDecision(Record):
@@ -154,6 +155,7 @@ class ApprovalDecision(Record):
     account_id: str = ""
     body_html: str | None = None
     recipients: list[Contact] = []
+    csm_name: str | None = None
 
 
 class EmailOutcome(Record):

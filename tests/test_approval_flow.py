@@ -25,7 +25,7 @@ NOW = datetime.now(timezone.utc)
 
 def profile(account: str, contacts: list[Contact], **fields) -> CrmChange:
     values = {"name": "Acme Corp", "industry": "financial services", "csm_email": "sam.rivera@vendor.example",
-              "csm_name": "Sam Rivera", "top_use_case": "client onboarding", **fields}
+              "csm_name": "Samantha Rivera", "top_use_case": "client onboarding", **fields}
     return CrmChange(change_id=f"profile-{account}", account_id=account, source="salesforce",
                      source_record=f"001{account.upper()}", occurred_at=NOW - timedelta(days=1),
                      changes=[FieldChange(field=k, value=v) for k, v in values.items()], contacts=contacts)
@@ -67,7 +67,7 @@ async def test_milestone_to_exactly_one_email_through_a_one_tap_link(kafka_boots
         assert request.approval_id == approval_id([milestone("acme").milestone_id])
         assert request.drafted_by == MODEL and request.guard_verdict.startswith("passed")
         assert request.recipients == [jane] and request.csm_email == "sam.rivera@vendor.example"
-        assert request.body_text.startswith("Dear Jane,") and request.body_text.rstrip().endswith("Sam Rivera")
+        assert request.body_text.startswith("Dear Jane,") and request.body_text.rstrip().endswith("Samantha Rivera")
         assert {c.source for c in request.citations} >= {"platform.mailer"}
         assert '"account": "Acme Corp"' in messages_api.last_prompt().replace('\\"', '"')
 
@@ -101,7 +101,7 @@ async def test_milestone_to_exactly_one_email_through_a_one_tap_link(kafka_boots
                 async with browser.get(links["Send email"]) as replay:  # the link, tapped again
                     assert replay.status == 409 and "chose to send" in await replay.text()
         [sent] = smtp.mailbox.customer_emails()
-        assert sent["To"] == "Jane Doe <jane@acme.example>" and sent["From"] == "Sam Rivera <sam.rivera@vendor.example>"
+        assert sent["To"] == "Jane Doe <jane@acme.example>" and sent["From"] == "Samantha Rivera <sam.rivera@vendor.example>"  # the CRM's name
         assert sent["Message-ID"] == f"<{request.approval_id}@milestones.test>"
         assert sent["Subject"] == "Congratulations on 10,000 touchpoints with clients"
         assert [o.outcome for o in await outcomes(kafka_bootstrap, topics)] == ["attempting", "sent"]

@@ -8,7 +8,7 @@ from fastavro import parse_schema, schemaless_writer
 from milestone_stream import schemas
 from milestone_stream.codec import (MARKER, CorruptBody, UnknownFingerprint, WrongMarker, codec,
                                     schema_fingerprint)
-from milestone_stream.models import RECORD_TYPES, TelemetryEvent
+from milestone_stream.models import RECORD_TYPES, ApprovalDecision, TelemetryEvent
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -42,6 +42,17 @@ def test_message_written_with_v1_is_read_by_v2_with_defaults():
     assert decoded.event_id == "old" and decoded.attributes == {}
     assert schema_fingerprint(parsed) != codec("telemetry_event").fingerprint
 
+
+
+def test_a_decision_written_before_csm_name_reads_without_it():
+    v2 = next(s for s in schemas.history() if s["name"] == "ApprovalDecision" and "recipients" in str(s))
+    parsed = parse_schema(v2, named_schemas={})
+    out = io.BytesIO()
+    out.write(MARKER + schema_fingerprint(parsed))
+    schemaless_writer(out, parsed, {"approval_id": "a1", "decision": "send", "csm_email": "sam@vendor.example",
+                                    "decided_at": NOW, "account_id": "acme", "recipients": []})
+    decoded = ApprovalDecision.from_avro(out.getvalue())
+    assert decoded.approval_id == "a1" and decoded.csm_name is None
 
 def test_wrong_marker_is_a_typed_error():
     data = bytearray(event().to_avro())
