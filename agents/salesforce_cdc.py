@@ -107,8 +107,7 @@ def map_event(message: object, config: CdcConfig, origin: Origin) -> list[CrmCha
     if not changes:
         return Skipped("no_mapped_fields")
     event_key = header.get("transactionKey"), header.get("sequenceNumber")
-    event_ref = ":".join(map(str, event_key)) if all(k is not None for k in event_key) else \
-        f"{origin.topic}:{origin.partition}:{origin.offset}"
+    event_ref = ":".join(map(str, event_key)) if all(k is not None for k in event_key) else origin.ref
     return [CrmChange(change_id=f"sfcdc:{event_ref}:{record}", account_id=config.account_prefix + record,
                       changes=changes, occurred_at=committed, source=config.source,
                       source_record=f"{entity} {record}", origin=origin)

@@ -55,7 +55,7 @@ def map_message(message: object, config: SegmentConfig, origin: Origin,
     if not isinstance(message, dict):
         raise Rejected("malformed", f"a Segment message is a JSON object, got {type(message).__name__}")
     kind = message.get("type")
-    message_id = message.get("messageId") or f"{origin.topic}:{origin.partition}:{origin.offset}"
+    message_id = message.get("messageId") or origin.ref
     if kind == "track":
         name = message.get("event")
         if not isinstance(name, str) or not name:

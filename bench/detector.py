@@ -40,15 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+def event(event_id: str, account: int, ms: int) -> TelemetryEvent:
+    return TelemetryEvent(event_id=event_id, account_id=f"acct{account}", metric="emails_sent", value=10.0,
+                          occurred_at=T0 + timedelta(milliseconds=ms), source="bench")
+
+
 def events(n: int, accounts: int, start: int = 0) -> list[TelemetryEvent]:
-    return [TelemetryEvent(event_id=f"b{start + i}", account_id=f"acct{(start + i) % accounts}", metric="emails_sent",
-                           value=10.0, occurred_at=T0 + timedelta(milliseconds=start + i), source="bench")
-            for i in range(n)]
+    """`n` events, the accounts in turn."""
+    return [event(f"b{i}", i % accounts, i) for i in range(start, start + n)]
 
 
 def staggered(account: int, n: int) -> list[TelemetryEvent]:
-    return [TelemetryEvent(event_id=f"w{account}-{j}", account_id=f"acct{account}", metric="emails_sent", value=10.0,
-                           occurred_at=T0 + timedelta(milliseconds=j), source="bench") for j in range(n)]
+    """`n` events of one account."""
+    return [event(f"w{account}-{j}", account, j) for j in range(n)]
 
 
 async def publish(bootstrap, topic, batch, rate: float | None = None) -> dict[str, float]:

@@ -167,8 +167,8 @@ class Sender:
 
 
 def _csm_name(decision: ApprovalDecision) -> str:
-    """The From display name: the CRM's name for the CSM; for decisions without one (written before
-    it was carried, or by another CSM) it is made from the address: "sam.rivera@…" → "Sam Rivera"."""
+    """The From display name: the CRM's name for the CSM; for decisions written before it was carried
+    (or a profile without one) it is made from the address: "sam.rivera@…" → "Sam Rivera"."""
     return decision.csm_name or decision.csm_email.split("@")[0].replace(".", " ").title()
 
 

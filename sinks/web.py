@@ -250,8 +250,7 @@ class ApprovalUI:
         return ApprovalDecision(approval_id=a.approval_id, decision="send", csm_email=csm, account_id=a.account_id,
                                 subject=subject.strip(), body_text=body_text,
                                 body_html=html_from_text(body_text) if edited else a.body_html,
-                                recipients=recipients, decided_at=now,
-                                csm_name=a.csm_name if csm.lower() == a.csm_email.lower() else None)
+                                recipients=recipients, decided_at=now, csm_name=a.csm_name)
 
 
 class ApprovalMetrics:

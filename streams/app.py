@@ -134,6 +134,9 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
             return None
         return record
 
+    def reject_usage(record: TelemetryEvent):
+        return usage.rejection(record, rules, clock.now())
+
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
         await faust_guards.batches_in_order(app, stream, "usage", count_usage, settings.batch_size,
@@ -143,7 +146,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         """A batch: each account's row copied once, its milestones acknowledged together, then one write per row."""
         rows, applied, fired = {}, {}, []
         for event in events:
-            record = await decode(event, TelemetryEvent, "usage", check=lambda r: usage.rejection(r, rules, clock.now()))
+            record = await decode(event, TelemetryEvent, "usage", check=reject_usage)
             if record is None:
                 continue
             account = record.account_id

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer as FaustAIOKafkaConsumer
 
-from milestone_stream.observability import REBALANCE_SKIPS
+from milestone_stream.observability import PROGRESS, REBALANCE_SKIPS
 
 RECOVERY_ERROR_EXIT = 70
 RESEEK_SECONDS = 2.0  # a seek-back raced by an in-flight fetch is repeated after this long
@@ -125,8 +125,6 @@ def install(app) -> None:
 
 async def each_in_order(app, stream, agent: str, step) -> None:
     """The loop of every agent: each event admitted in partition order, then `step(event)`, measured."""
-    from milestone_stream.observability import PROGRESS
-
     async for event in stream.events():
         if admit(app, event):
             with PROGRESS.record(agent):
@@ -139,8 +137,6 @@ async def batches_in_order(app, stream, agent: str, step, size: int, within: flo
 
     Faust acknowledges a batch's events only after `step` returns; an event of an older generation
     (fetched before a rebalance) is left out, exactly as Faust's own per-event loop skips it."""
-    from milestone_stream.observability import PROGRESS
-
     async for events in stream.take_events(size, within=within):
         taken = [e for e in events if current(app, e.message) and admit(app, e)]
         if taken:

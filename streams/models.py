@@ -44,6 +44,11 @@ class Origin(BaseModel):
         """The source partition: offsets are ordered within it."""
         return f"{self.topic}#{self.partition}"
 
+    @property
+    def ref(self) -> str:
+        """The source message, for ids of records mapped from messages that carry none."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
 
 class TelemetryEvent(Record):
     schema_name: ClassVar[str] = "telemetry_event"

@@ -63,7 +63,6 @@ def test_tiers_fire_in_order_and_replays_are_skipped():
     assert usage.apply_event(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
 
 
-
 @pytest.mark.parametrize("steps, fired", [
     ([1000], [500, 1000]),          # reaching a tier exactly fires it
     ([999, 1], [500, 1000]),        # ... also when the last event lands on it
