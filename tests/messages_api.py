@@ -1,29 +1,47 @@
 """A local HTTP server that speaks the Anthropic Messages API, for tests of the real `anthropic` client.
 
-Each test queues what the "model" does next: answer with a tool call, fail with a status (with
-`retry-after-ms`, as the API does for 429/529), or stall past the client's timeout.
+Each test queues what the "model" does next: answer with a tool call, fail with a status, or stall
+past the client's timeout. A failure has the real API's error body
+(`{"type": "error", "error": {"type": "rate_limit_error", "message": ...}, "request_id": ...}`, the
+error type chosen by status as the API documents) and, unless the test gives its own headers, a short
+`retry-after-ms` so that retries in tests take milliseconds; `fail(429, {"retry-after": "12"})`
+answers as a real rate limit does.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 from aiohttp import web
 
 MODEL = "claude-test-1"
 
+# The error type the API puts in the body for each status (its documented list of errors).
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+               403: "permission_error", 404: "not_found_error", 409: "conflict_error", 413: "request_too_large",
+               429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+MESSAGES = {429: "Number of request tokens has exceeded your per-minute rate limit.",
+            529: "Overloaded"}
+
 
 class MessagesAPI:
     def __init__(self) -> None:
-        self.script: list[tuple[str, object]] = []   # ("tool", input) | ("status", code) | ("stall", seconds) | ("text", str)
-        self.requests: list[dict] = []
+        # ("tool", input) | ("status", code) | ("status", (code, headers)) | ("stall", seconds) | ("text", str)
+        self.script: list[tuple[str, object]] = []
+        self.requests: list[dict] = []   # headers, body, and `at` (time.monotonic() on arrival)
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()   # ends any stall, so that stop() need not wait it out
 
     def then(self, kind: str, payload: object) -> "MessagesAPI":
         self.script.append((kind, payload))
         return self
+
+    def fail(self, status: int, headers: dict[str, str] | None = None) -> "MessagesAPI":
+        """Answer the next request with this error status and these headers (instead of the default)."""
+        return self.then("status", (status, headers))
 
     async def start(self) -> "MessagesAPI":
         app = web.Application()
@@ -36,19 +54,28 @@ class MessagesAPI:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append({"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body})
+        self.requests.append({"headers": {k.lower(): v for k, v in request.headers.items()}, "body": body,
+                              "at": time.monotonic()})
         kind, payload = self.script.pop(0) if self.script else ("status", 500)
         if kind == "stall":
-            await asyncio.sleep(payload)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), payload)
+            except TimeoutError:
+                pass
             kind, payload = "status", 500
         if kind == "status":
-            error = "overloaded_error" if payload == 529 else "api_error"
-            return web.json_response({"type": "error", "error": {"type": error, "message": "test"}}, status=payload,
-                                     headers={"retry-after-ms": "20"})
+            status, headers = payload if isinstance(payload, tuple) else (payload, None)
+            request_id = f"req_{uuid.uuid4().hex[:24]}"
+            error = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+            return web.json_response(
+                {"type": "error", "error": {"type": error, "message": MESSAGES.get(status, "test")},
+                 "request_id": request_id},
+                status=status, headers={"request-id": request_id, **({"retry-after-ms": "20"} if headers is None else headers)})
         content = ([{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": "draft_note", "input": payload}]
                    if kind == "tool" else [{"type": "text", "text": payload}])
         return web.json_response({
