@@ -64,7 +64,8 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
                     usage_table, profiles, dead_letters: DeadLetters, decode) -> None:
     drafter = Drafter(rules, api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
                       model=settings.model, timeout=settings.model_timeout, max_tokens=settings.model_max_tokens,
-                      max_retries=settings.model_retries, base_url=settings.anthropic_base_url)
+                      max_retries=settings.model_retries, base_url=settings.anthropic_base_url,
+                      max_wait=settings.model_max_wait)
     gather = timedelta(seconds=settings.gather_seconds)
     cooldown = timedelta(days=rules.cooldown_days)
     ttl = timedelta(hours=rules.drafting.approval_ttl_hours)

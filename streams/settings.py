@@ -12,6 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 
+# The current Sonnet-class model in the installed SDK's model list (`anthropic.types.Model`), not in its
+# deprecation table; tests/test_claude_drafter.py checks both against the installed SDK.
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+
 class ConfigError(SystemExit):
     """Raised with a one-line message; exits the process with status 2 if not caught."""
 
@@ -70,10 +75,12 @@ class Settings(BaseModel):
     # drafting (the drafter agent in the worker)
     anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
     anthropic_base_url: str | None = Field(None, alias="ANTHROPIC_BASE_URL")
-    model: str = Field("claude-sonnet-4-5", alias="MILESTONES_MODEL", min_length=1)
-    model_timeout: float = Field(20.0, alias="MILESTONES_MODEL_TIMEOUT", gt=0)
+    model: str = Field(DEFAULT_MODEL, alias="MILESTONES_MODEL", min_length=1)
+    model_timeout: float = Field(20.0, alias="MILESTONES_MODEL_TIMEOUT", gt=0)   # one request
     model_max_tokens: int = Field(800, alias="MILESTONES_MODEL_MAX_TOKENS", ge=100)
     model_retries: int = Field(2, alias="MILESTONES_MODEL_RETRIES", ge=0, le=10)
+    # one draft, retries and retry-after waits included; beyond it the template drafts at once
+    model_max_wait: float = Field(30.0, alias="MILESTONES_MODEL_MAX_WAIT", gt=0)
     gather_seconds: float = Field(10.0, alias="MILESTONES_GATHER_SECONDS", ge=0)
     drafter_interval: float = Field(1.0, alias="MILESTONES_DRAFTER_INTERVAL", gt=0)
 
