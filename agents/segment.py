@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from milestone_stream.agents.mapping import Rejected, Skipped, dig, instant, number
+from milestone_stream.agents.mapping import MISSING, Rejected, Skipped, dig, find, instant, number, scalar
 from milestone_stream.models import CrmChange, FieldChange, Origin, TelemetryEvent
 from milestone_stream.settings import Strict
 
@@ -26,7 +26,8 @@ class SegmentConfig(Strict):
     topic: str = Field(min_length=1)
     track: dict[str, TrackMapping] = Field(min_length=1)  # event name → metric
     account_from: list[str] = ["context.groupId"]  # dotted paths tried in order for `track` calls
-    group_traits: dict[str, str] = {"name": "name", "industry": "industry", "plan": "plan"}  # trait → profile field
+    # trait (a dotted path for a nested one: `address.city`) → profile field
+    group_traits: dict[str, str] = {"name": "name", "industry": "industry", "plan": "plan"}
     unmapped: Literal["skip", "deadletter"] = "skip"
     source: str = "segment"
 
@@ -41,7 +42,11 @@ def event_time(message: dict, fallback: datetime) -> datetime:
     """
     stamp, sent, received = message.get("timestamp"), message.get("sentAt"), message.get("receivedAt")
     if stamp is not None and "originalTimestamp" not in message and sent is not None and received is not None:
-        return instant(received, "receivedAt") - (instant(sent, "sentAt") - instant(stamp, "timestamp"))
+        try:
+            return instant(received, "receivedAt") - (instant(sent, "sentAt") - instant(stamp, "timestamp"))
+        except OverflowError:  # clocks millennia apart put the corrected time off the calendar
+            raise Rejected("invalid_timestamp", "timestamp corrected by sentAt and receivedAt is off the calendar") \
+                from None
     if stamp is not None:
         return instant(stamp, "timestamp")
     if received is not None:
@@ -55,7 +60,10 @@ def map_message(message: object, config: SegmentConfig, origin: Origin,
     if not isinstance(message, dict):
         raise Rejected("malformed", f"a Segment message is a JSON object, got {type(message).__name__}")
     kind = message.get("type")
-    message_id = message.get("messageId") or origin.ref
+    message_id = message.get("messageId")
+    if message_id is not None and not isinstance(message_id, str):
+        raise Rejected("malformed", f"messageId must be a string, got {type(message_id).__name__}")
+    message_id = message_id or origin.ref
     if kind == "track":
         name = message.get("event")
         if not isinstance(name, str) or not name:
@@ -76,9 +84,14 @@ def map_message(message: object, config: SegmentConfig, origin: Origin,
         account = message.get("groupId")
         if not isinstance(account, str) or not account:
             raise Rejected("no_account", "a group call has no groupId")
-        traits = message.get("traits") or {}
-        changes = [FieldChange(field=field, value=traits[trait]) for trait, field in config.group_traits.items()
-                   if trait in traits and isinstance(traits[trait], (str, int, float, bool, type(None)))]
+        traits = message.get("traits")
+        if traits is not None and not isinstance(traits, dict):
+            raise Rejected("malformed", f"group traits must be an object, got {type(traits).__name__}")
+        found = {trait: find(traits, trait) for trait in config.group_traits}
+        # only scalar traits are taken (an object or a list is not a profile value); a null clears the field
+        changes = [FieldChange(field=field, value=scalar(found[trait], f"traits.{trait}"))
+                   for trait, field in config.group_traits.items()
+                   if found[trait] is not MISSING and not isinstance(found[trait], (dict, list))]
         if not changes:
             return Skipped("no_mapped_traits")
         return CrmChange(change_id=f"segment:{message_id}", account_id=account, changes=changes,
