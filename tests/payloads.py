@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from milestone_stream.adapters import AdaptersConfig
+
+# an AccountChangeEvent schema in the shape the Pub/Sub API's GetSchema returns (ChangeEventHeader first,
+# every field a union with null, BillingAddress a compound record and ShippingAddress the same named type);
+# positions: 4 BillingAddress (nested 1 City), 7 Industry, 13 LastModifiedDate, 18 Contract_Start_Date__c,
+# 20 ROI_Percent__c, 24 Description — the bitmaps in the tests are computed from these by hand
+ACCOUNT_CHANGE_EVENT_SCHEMA = Path(__file__).parent / "data" / "account_change_event.avsc"
 
 
 def adapters_config(segment_topic: str, cdc_topic: str) -> dict:
@@ -26,8 +33,11 @@ def adapters_config(segment_topic: str, cdc_topic: str) -> dict:
     }
 
 
-def config(segment_topic="segment.events", cdc_topic="sf.accounts") -> AdaptersConfig:
-    return AdaptersConfig.model_validate(adapters_config(segment_topic, cdc_topic))
+def config(segment_topic="segment.events", cdc_topic="sf.accounts", **cdc_extra) -> AdaptersConfig:
+    """The adapters' configuration; `cdc_extra` adds to the salesforce_cdc section (`schema_file=...`)."""
+    raw = adapters_config(segment_topic, cdc_topic)
+    raw["salesforce_cdc"] |= cdc_extra
+    return AdaptersConfig.model_validate(raw)
 
 
 def track(message_id: str, account: str | None, event: str = "Email Sent", properties: dict | None = None,
