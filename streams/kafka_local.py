@@ -49,6 +49,10 @@ log4j.logger.org.apache.kafka.controller=WARN
 """
 
 
+# What stops `milestones broker`: Ctrl-C, a supervisor's stop, a closed terminal.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class BrokerError(RuntimeError):
     """The local broker could not be resolved, formatted or started."""
 
@@ -126,30 +130,47 @@ class LocalKafka:
         return self.data_dir / "broker.log"
 
     def start(self, timeout: float = 90.0) -> "LocalKafka":
+        """Start the broker and return once it answers.
+
+        Why the try: java runs in its own session (so a terminal's Ctrl-C reaches only us and we
+        stop it in order), hence nothing else stops it; whatever interrupts the start (a signal
+        turned into KeyboardInterrupt, a time-out) must stop it here, since `__exit__` is not
+        called when `__enter__` raises.
+        """
         classpath = resolve_classpath()
         self.data_dir = Path(self.data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
         self.port = state["port"]
         props = self._write_config(state)
-        if not (self.data_dir / "kraft" / "meta.properties").exists():
-            self._java(classpath, "kafka.tools.StorageTool", "format", "-t", state["cluster_id"],
-                       "-c", str(props), "--ignore-formatted", wait=True)
-        self.process = self._java(classpath, "kafka.Kafka", str(props), wait=False)
-        self._wait_ready(timeout)
+        try:
+            if not (self.data_dir / "kraft" / "meta.properties").exists():
+                self._java(classpath, "kafka.tools.StorageTool", "format", "-t", state["cluster_id"],
+                           "-c", str(props), "--ignore-formatted", wait=True)
+            self._java(classpath, "kafka.Kafka", str(props), wait=False)  # sets self.process
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM for a clean shutdown; SIGKILL if the broker is stuck."""
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        """SIGTERM for a clean shutdown; SIGKILL if the broker is stuck.
+
+        The process is forgotten only once it is gone, so a second call after an interrupted one
+        (a signal during the wait) still stops it.
+        """
+        proc = self.process
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.process = None
 
     def __enter__(self) -> "LocalKafka":
         return self.start()
@@ -214,7 +235,16 @@ class LocalKafka:
             if result.returncode != 0:
                 raise BrokerError(f"{main} failed; see {self.data_dir / 'broker.out'}")
             return None
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Stop signals are held back from java's fork until `self.process` names it: a signal turned
+        # into KeyboardInterrupt inside Popen, or just after it, would otherwise leave a JVM that no
+        # `stop` knows of. The child gets the original signal mask back before it runs java.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return self.process
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -251,14 +281,148 @@ async def answers_metadata(bootstrap_servers: str) -> bool:
             pass
 
 
-def run_until_interrupted(data_dir: Path) -> None:
-    """Run a broker on `data_dir` until Ctrl-C (`milestones broker`)."""
-    with LocalKafka(data_dir) as kafka:
-        print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}", flush=True)
+class KafkaUnreachable(RuntimeError):
+    """No Kafka answers at the configured bootstrap servers; the message is one line for people."""
+
+
+def check_reachable(bootstrap_servers: str, timeout: float = 10.0) -> None:
+    """Raise KafkaUnreachable unless a broker at `bootstrap_servers` answers a metadata request.
+
+    Why: every command that talks to Kafka calls this before it builds a client. aiokafka's own
+    failure is a long traceback (plus "Unclosed consumer" warnings), and Faust would retry forever;
+    one bounded check up front turns an unreachable broker into one line naming the address.
+    """
+    addresses = _addresses(bootstrap_servers)
+    reasons = []
+    for host, port in addresses:
+        reason = _tcp_reason(host, port, timeout=min(5.0, timeout))
+        if reason is None:
+            break
+        reasons.append(reason if len(addresses) == 1 else f"{host}:{port}: {reason}")
+    else:
+        raise KafkaUnreachable(f"cannot reach Kafka at {bootstrap_servers} ({'; '.join(reasons)}); "
+                               "start a broker or set KAFKA_BOOTSTRAP_SERVERS")
+    # In a thread with its own event loop, so that the check also works from inside a coroutine.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        reason = pool.submit(asyncio.run, _metadata_reason(bootstrap_servers, timeout)).result()
+    if reason is not None:
+        raise KafkaUnreachable(f"Kafka at {bootstrap_servers} does not answer ({reason}); "
+                               "check that it is a Kafka broker and that its advertised listeners are reachable")
+
+
+def _addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    out = []
+    for entry in filter(None, (e.strip() for e in bootstrap_servers.split(","))):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not port.isdigit() or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = entry, "9092"
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise KafkaUnreachable(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers!r} names no host")
+    return out
+
+
+def _tcp_reason(host: str, port: int, timeout: float) -> str | None:
+    """None when a TCP connection opens; else why not, in words.
+
+    The name is resolved in a daemon thread so that a resolver that never answers cannot hold the
+    command (getaddrinfo has no time-out of its own).
+    """
+    import threading
+
+    found: list = []
+
+    def resolve() -> None:
         try:
-            kafka.process.wait()
-        except KeyboardInterrupt:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            found.append(exc)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        return f"no answer from the name resolver for {host} within {timeout:.0f} s"
+    if isinstance(found[0], OSError):
+        return f"host name {host} not found" if isinstance(found[0], socket.gaierror) else str(found[0])
+    last = "no address"
+    for family, kind, proto, _, address in found[0]:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.settimeout(timeout)
+                s.connect(address)
+            return None
+        except ConnectionRefusedError:
+            last = "connection refused"
+        except socket.timeout:
+            last = f"no answer within {timeout:.0f} s"
+        except OSError as exc:
+            last = exc.strerror or str(exc)
+    return last
+
+
+async def _metadata_reason(bootstrap_servers: str, timeout: float) -> str | None:
+    """None when the cluster answers a metadata request within `timeout`; else why not.
+
+    aiokafka's logger is silenced meanwhile: before logging is configured Python would print its
+    errors to stderr, which is the noise this check exists to avoid.
+    """
+    import logging
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    logger = logging.getLogger("aiokafka")
+    was_disabled, logger.disabled = logger.disabled, True
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            await admin.describe_cluster()
+        return None
+    except TimeoutError:
+        return f"no metadata within {timeout:.0f} s"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    finally:
+        try:
+            await admin.close()
+        except Exception:
             pass
+        logger.disabled = was_disabled
+
+
+def run_until_interrupted(data_dir: Path) -> None:
+    """Run a broker on `data_dir` until Ctrl-C, SIGTERM or SIGHUP (`milestones broker`).
+
+    Why the handlers: java runs in its own session, so a supervisor's SIGTERM or a closed terminal
+    reaches only this process; without them Python died at once and left java running. Each stop
+    signal becomes KeyboardInterrupt (also while the broker is still starting, where `start` stops
+    java itself), further signals are ignored while java is stopped (SIGTERM, SIGKILL after 30 s).
+    Raises BrokerError if java exits on its own.
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in _STOP_SIGNALS}
+    kafka = LocalKafka(data_dir)
+    try:
+        kafka.start()
+        print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}", flush=True)
+        code = kafka.process.wait()
+        raise BrokerError(f"the broker exited with {code}; see {kafka.log_file}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            kafka.stop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _cluster_id() -> str:
