@@ -43,6 +43,7 @@ def cmd_worker(args) -> int:
         clock = Clock.from_iso(s.now)
     except ValueError:
         raise ConfigError(f"MILESTONES_NOW={s.now!r} is not an ISO-8601 instant") from None
+    _require_bootstrap(s)  # pre-flight: an unreachable broker is one line, before Faust retries forever
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
@@ -86,9 +87,10 @@ def cmd_lag(args) -> int:
 
     s = Settings.from_env()
     groups = product_groups(s.app_id, TopicNames(s.topic_prefix), _adapter_topics(s))
+    bootstrap = _require_bootstrap(s)
 
     async def once() -> int:
-        rows = await measure(_require_bootstrap(s), groups)
+        rows = await measure(bootstrap, groups)
         print(json.dumps(as_json(rows)) if args.json else as_table(rows), flush=True)
         return sum(r.lag for r in rows)
 
@@ -173,10 +175,11 @@ def cmd_publish_sample(args) -> int:
 
     s = Settings.from_env()
     names = TopicNames(s.topic_prefix)
+    bootstrap = _require_bootstrap(s)
 
     async def publish():
         changes, events = sample(datetime.now(timezone.utc))
-        async with producer(_require_bootstrap(s)) as prod:
+        async with producer(bootstrap) as prod:
             for c in changes:
                 await prod.send(names.crm, key=c.account_id.encode(), value=c.to_avro())
             for e in events:
@@ -200,6 +203,8 @@ def cmd_up(args) -> int:
     from milestone_stream.watch import watch_milestones
 
     s = Settings.from_env()
+    if s.bootstrap_servers:
+        _require_bootstrap(s)  # an unreachable cluster is one line, before anything is started
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop cleans up like Ctrl-C: no orphaned children
     env = dict(os.environ)
     env.setdefault("MILESTONES_SECRET", secrets.token_urlsafe(32))  # this run's; set your own to keep links valid
@@ -271,9 +276,22 @@ async def _ensure_topics(s: Settings, bootstrap: str) -> list[str]:
 
 
 def _require_bootstrap(s: Settings) -> str:
+    """The bootstrap servers, checked once per process to answer (see `kafka_local.check_reachable`).
+
+    Why here: every command that talks to Kafka passes through this before it builds a client, so
+    one check covers them all; an unreachable broker raises KafkaUnreachable, one line in `main`.
+    """
     if not s.bootstrap_servers:
         raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `milestones up` for a local broker)")
+    if s.bootstrap_servers not in _REACHED:
+        from milestone_stream.kafka_local import check_reachable
+
+        check_reachable(s.bootstrap_servers)
+        _REACHED.add(s.bootstrap_servers)
     return s.bootstrap_servers
+
+
+_REACHED: set[str] = set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +333,35 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.args[0] if exc.args else exc, file=sys.stderr)
         return 2
+    except Exception as exc:
+        # Why: an operator needs the cause in one line, not aiokafka's 30-line traceback. The
+        # pre-flight in `_require_bootstrap` catches an unreachable broker up front; this catches a
+        # broker that went away after it, and the local launcher's own errors.
+        code = _one_line(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _one_line(exc: Exception) -> int | None:
+    """Print a known failure as one line on stderr and return the exit status; None for the rest."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from milestone_stream.kafka_local import BrokerError, KafkaUnreachable
+
+    where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "the local broker")
+    if isinstance(exc, KafkaUnreachable):
+        message, code = str(exc), 2
+    elif isinstance(exc, KafkaConnectionError):
+        message, code = f"cannot reach Kafka at {where} ({exc}); start a broker or set KAFKA_BOOTSTRAP_SERVERS", 2
+    elif isinstance(exc, KafkaError):
+        message, code = f"Kafka at {where} failed: {exc}", 1
+    elif isinstance(exc, BrokerError):
+        message, code = str(exc), 1
+    else:
+        return None
+    print("milestones: " + " ".join(message.split()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
