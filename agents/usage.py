@@ -1,60 +1,63 @@
 """Usage accumulation: cumulative totals per account and metric, tier crossings, adoption spikes.
 
-The account's row (a Faust table value, JSON) holds everything one event needs, so state, the
-record of what fired and the input offset move together in one changelog write:
+The account's row (a Faust table value, JSON) holds everything one event changes in the account's
+figures, so state, the record of what fired and the input offset move together in one changelog write:
   t: {metric: cumulative total}          o: offset of the last applied input event
-  r: recent event ids, hashed to 8 characters each, in one string (cheap to copy and to encode)
   w: {metric: spike window state}
   s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
   x: {source topic#partition: offset} of records mapped by an ingestion adapter (agents/origins.py)
+
+Duplicates are exact within the dedupe horizon: every event id applied is remembered in a table of
+its own (`SeenIds`: one small entry per event, key `id_key`, value the input offset that first
+carried it), which scales to millions of ids per account where a list in the row could not. Why the
+offset as the value: the id entry and the row are two changelog writes, and a crash can keep one
+and lose the other. An id entry whose offset is this event's own is this event replayed, not a
+duplicate; and a replayed event (at or below the row's offset) re-asserts an id entry a crash lost.
 """
 from __future__ import annotations
 
-import base64
 import bisect
 import hashlib
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 from milestone_stream.agents.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.models import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 
-APPLIED, DUPLICATE, REPLAYED = "applied", "duplicate", "replayed"
-ID_WIDTH = 8  # characters per hashed event id in `r` (48 bits)
+APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
+
+
+class SeenIds(Protocol):
+    """The ids of events applied within the horizon: id key → input offset that first carried it."""
+
+    def first_offset(self, key: bytes) -> int | None: ...
+
+    def remember(self, key: bytes, offset: int) -> None: ...
+
+
+def id_key(account_id: str, event_id: str) -> bytes:
+    """16 bytes (128 bits: no collision in any realistic number of ids) for one account's event id."""
+    return hashlib.blake2b(f"{account_id}\x00{event_id}".encode(), digest_size=16).digest()
 
 
 def new_row() -> dict:
-    return {"t": {}, "o": -1, "r": "", "w": {}}
-
-
-def id_hash(event_id: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.blake2b(event_id.encode(), digest_size=6).digest()).decode()
-
-
-def _recent(row: dict) -> str:
-    """The row's recent ids; rows written before 2026-11-25 kept a list of hex digests."""
-    r = row["r"]
-    return r if isinstance(r, str) else "".join(base64.urlsafe_b64encode(bytes.fromhex(h)).decode() for h in r)
-
-
-def _seen(recent: str, digest: str) -> bool:
-    at = recent.find(digest)
-    while at != -1 and at % ID_WIDTH:
-        at = recent.find(digest, at + 1)
-    return at != -1
+    return {"t": {}, "o": -1, "w": {}}
 
 
 def copy_row(row: dict | None) -> dict:
     """A working copy of a stored row (or a new one): its containers copied, at a fraction of deepcopy's cost.
 
     Why a copy at all: Faust serializes changelog values late, so the stored row must not change
-    until the milestones it records are acknowledged and its own write is issued.
+    until the milestones it records are acknowledged and its own write is issued. Rows written
+    before the exact dedupe kept recent ids in `r`; the copy drops them.
     """
     if row is None:
         return new_row()
-    out = dict(row, t=dict(row["t"]), r=_recent(row), w={m: dict(w) for m, w in row["w"].items()})
+    out = {k: v for k, v in row.items() if k != "r"}
+    out["t"], out["w"] = dict(row["t"]), {m: dict(w) for m, w in row["w"].items()}
     if "s" in row:
         out["s"] = {m: list(v) for m, v in row["s"].items()}
     if "x" in row:
@@ -66,36 +69,45 @@ def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, 
     """(reason, detail) when a decoded event must be dead-lettered instead of counted."""
     if not rules.known_metric(event.metric):
         return "unknown_metric", f"metric {event.metric!r} is not configured in the rules"
+    if event.value > rules.max_event_value:
+        return "value_out_of_range", f"value {event.value:g} is above max_event_value {rules.max_event_value:g}"
     skew = (event.occurred_at - now).total_seconds()
     if skew > rules.max_future_skew_seconds:
         return "future_timestamp", f"occurred_at {event.occurred_at.isoformat()} is {skew:.0f}s in the future"
     return None
 
 
-def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules) -> tuple[str, list[Milestone]]:
+def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules, seen: SeenIds,
+                now: datetime) -> tuple[str, list[Milestone]]:
     """Apply one valid event to the account's row (in place); return its status and milestones.
 
     An offset at or below the row's is a replay after a crash (already applied: skipped); an id seen
-    recently is a producer duplicate, and one at or below its source offset an adapter's copy
-    (both skipped). Either way the total counts each event once.
+    within the horizon is a producer duplicate, and a source offset already applied an adapter's
+    copy (both skipped); an event older than the horizon is refused (`BEYOND_HORIZON`, to be
+    dead-lettered), since its id may no longer be remembered. Either way each event counts once.
     """
+    key = id_key(event.account_id, event.event_id)
     if offset <= row["o"]:
+        if seen.first_offset(key) is None:
+            seen.remember(key, offset)
         return REPLAYED, []
     row["o"] = offset
     if event.origin is not None and republished(row.setdefault("x", {}), event.origin):
         return DUPLICATE, []
-    digest, recent = id_hash(event.event_id), _recent(row)
-    if _seen(recent, digest):
+    first = seen.first_offset(key)
+    if first is not None and first != offset:
         return DUPLICATE, []
-    keep = rules.dedupe.recent_event_ids * ID_WIDTH
-    row["r"] = (recent + digest)[-keep:] if keep else ""
+    if event.occurred_at < now - timedelta(days=rules.dedupe.horizon_days):
+        return BEYOND_HORIZON, []
+    seen.remember(key, offset)
     fired: list[Milestone] = []
     if event.metric in rules.usage:
         before = row["t"].get(event.metric, 0.0)
         after = before + event.value
         row["t"][event.metric] = after
-        seen = row.setdefault("s", {}).setdefault(event.metric, [event.occurred_at.timestamp()] * 2)
-        seen[0], seen[1] = min(seen[0], event.occurred_at.timestamp()), max(seen[1], event.occurred_at.timestamp())
+        seen_at = row.setdefault("s", {}).setdefault(event.metric, [event.occurred_at.timestamp()] * 2)
+        seen_at[0] = min(seen_at[0], event.occurred_at.timestamp())
+        seen_at[1] = max(seen_at[1], event.occurred_at.timestamp())
         fired += _tiers_crossed(event, before, after, rules)
     if rules.spike and event.metric == rules.spike.metric:
         fired += _spike(row, event, rules)

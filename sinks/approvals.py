@@ -4,6 +4,8 @@ Why from the topics: any number of UI processes rebuild the same view from `appr
 `approvals.decisions` and `emails.outcomes`, read from the beginning with read_committed. The
 rule everywhere is **the first record per approval id wins**: a re-drafted request after a crash,
 or a second decision from a double tap on another process, is kept in the log but changes nothing.
+A record the view cannot apply is dead-lettered (stage `ui_view`) and the view goes on; every UI
+process reads every record, so `milestones deadletter list` shows one per stage and origin.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import logging
 from collections import defaultdict
 from datetime import datetime, timezone
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from milestone_stream.deadletter import DeadLetters
 from milestone_stream.kafka_io import wait_for
 from milestone_stream.models import ApprovalDecision, ApprovalRequest, EmailOutcome
 
@@ -52,6 +55,15 @@ class ApprovalView:
         self._positions: dict[tuple[str, int], int] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task | None = None
+        self._bootstrap = bootstrap_servers
+        self._producer: AIOKafkaProducer | None = None  # started at the first dead letter
+        self._dead = DeadLetters(names.deadletter, self._produce)
+
+    async def _produce(self, topic: str, key: bytes | None, value: bytes):
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
+            await self._producer.start()
+        return await self._producer.send_and_wait(topic, key=key, value=value)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -61,6 +73,8 @@ class ApprovalView:
         if self._task:
             self._task.cancel()
         await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     def apply(self, topic: str, value: bytes) -> None:
         record = self._types[topic].from_avro(value)
@@ -84,12 +98,18 @@ class ApprovalView:
                     try:
                         self.apply(tp.topic, r.value)
                     except Exception as exc:  # noqa: BLE001 — a bad record must not blind the UI
-                        log.warning("unreadable record skipped by the approval view",
-                                    extra={"origin": f"{tp.topic}[{tp.partition}]@{r.offset}", "error": str(exc)})
+                        await self._park(r, exc)
                     self._positions[(tp.topic, tp.partition)] = r.offset + 1
             if batch:
                 async with self._changed:
                     self._changed.notify_all()
+
+    async def _park(self, record, exc: Exception) -> None:
+        try:
+            await self._dead.failed("ui_view", record, exc)
+        except Exception:  # noqa: BLE001 — the view still shows everything else; the sender parks it too
+            log.exception("approval view: could not dead-letter an unreadable record",
+                          extra={"origin": f"{record.topic}[{record.partition}]@{record.offset}"})
 
     async def caught_up_to(self, topic: str, partition: int, offset: int, timeout: float = 10) -> None:
         """Wait until the record at `offset` has been applied (read-your-writes after a decision)."""

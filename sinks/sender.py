@@ -66,7 +66,10 @@ class Sender:
                         await self.loaded.wait()
                     for tp, records in batch.items():
                         for r in records:
-                            await self.handle(r)
+                            try:
+                                await self.handle(r)
+                            except Exception as exc:  # a poison pill: parked, and the stream goes on
+                                await self._dead.failed("sender", r, exc)
                             try:
                                 await consumer.commit({tp: r.offset + 1})
                             except (CommitFailedError, IllegalStateError) as exc:

@@ -58,7 +58,7 @@ class AdaptersConfig(Strict):
         return config
 
 
-def install_adapters(app, *, config: AdaptersConfig, names, raw: dict, dead_letters: DeadLetters) -> None:
+def install_adapters(app, *, config: AdaptersConfig, names, raw: dict, dead_letters: DeadLetters, park) -> None:
     """One agent per configured adapter, each publishing what it maps and parking what it cannot."""
     outputs = {TelemetryEvent: app.topic(names.telemetry, **raw), CrmChange: app.topic(names.crm, **raw),
                ResyncNeeded: app.topic(names.resync, **raw)}
@@ -100,7 +100,7 @@ def install_adapters(app, *, config: AdaptersConfig, names, raw: dict, dead_lett
     def install(adapter: str, topic_name: str, mapper) -> None:
         @app.agent(app.topic(topic_name, **raw), name=adapter)
         async def agent(stream):
-            await faust_guards.each_in_order(app, stream, adapter, lambda event: adapt(event, adapter, mapper))
+            await faust_guards.each_in_order(app, stream, adapter, lambda event: adapt(event, adapter, mapper), park)
         observability.PROGRESS.register(adapter, {topic_name})
 
     if config.segment:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import heapq
+import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
 import faust
@@ -21,12 +22,12 @@ from milestone_stream.agents.anniversary import next_due
 from milestone_stream import faust_guards, observability
 from milestone_stream.adapters import AdaptersConfig, install_adapters
 from milestone_stream.clock import Clock
-from milestone_stream.deadletter import DeadLetters, decode_or_park
+from milestone_stream.deadletter import DeadLetters, Unprocessable, decode_or_park
 from milestone_stream.drafter import install_drafter
 from milestone_stream.models import CrmChange, FieldChange, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 from milestone_stream.settings import Settings
-from milestone_stream.topics import TopicNames
+from milestone_stream.topics import TopicNames, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,36 @@ class AnniversaryIndex:
         self.stale = True
 
 
+class BatchIds:
+    """The event-id table as one batch sees it (`usage.SeenIds`): ids remembered in the batch are seen at
+    once and written after the batch's milestones are acknowledged, each to its event's partition."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+        self.event = None  # the event being applied: its partition is the id's changelog partition
+        self._pending: dict[bytes, tuple[int, object]] = {}
+
+    def first_offset(self, key: bytes) -> int | None:
+        if key in self._pending:
+            return self._pending[key][0]
+        stored = self.table.get(key)
+        return int(stored) if stored is not None else None
+
+    def remember(self, key: bytes, offset: int) -> None:
+        self._pending[key] = (offset, self.event)
+
+    def forget(self, key: bytes, offset: int) -> None:
+        """Undo `remember` for an event that raised (it is parked, and counts when replayed)."""
+        if self._pending.get(key, (None,))[0] == offset:
+            del self._pending[key]
+
+    def write(self, current) -> None:
+        for key, (offset, event) in self._pending.items():
+            if current(event):
+                with faust_guards.as_current(event):
+                    self.table[key] = str(offset).encode()
+
+
 def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | None = None,
               adapters: AdaptersConfig | None = None) -> faust.App:
     rules = rules or Rules.load(settings.rules_file)
@@ -89,6 +120,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=settings.producer_linger,
+        producer_max_request_size=settings.max_message_bytes,
     )
     faust_guards.install(app)
     if settings.web_port > 0:
@@ -103,11 +135,28 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     # keys are account ids; values are JSON rows (see agents/usage.py and agents/crm.py)
     usage_table = app.Table("usage", key_type=str, partitions=settings.partitions)
     profiles = app.Table("profiles", key_type=str, partitions=settings.partitions)
+    # event id key → offset that first carried it (agents/usage.py); the broker drops entries once no
+    # event they could match is accepted any more (horizon + future skew + a day)
+    retention = timedelta(days=rules.dedupe.horizon_days + 1, seconds=rules.max_future_skew_seconds)
+    event_ids = app.Table("event_ids", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                          extra_topic_configs={"cleanup.policy": "compact,delete",
+                                               "retention.ms": str(int(retention.total_seconds() * 1000))})
 
     async def produce_dead_letter(topic: str, key: bytes | None, value: bytes):
-        return await deadletter_topic.send(key=key, value=value)
+        return await (await deadletter_topic.send(key=key, value=value))  # acknowledged before the input is
 
-    dead_letters = DeadLetters(names.deadletter, produce_dead_letter)
+    dead_letters = DeadLetters(names.deadletter, produce_dead_letter, settings.max_message_bytes)
+    row_limit = settings.max_message_bytes - 4096  # a changelog record: the row and its key
+
+    def check_fits(row: dict, what: str) -> None:
+        """Refuse a change that would make a row too large for its changelog (the broker would refuse it later)."""
+        size = len(json.dumps(row, separators=(",", ":")))
+        if size > row_limit:
+            raise Unprocessable("row_too_large", f"the {what} would be {size:,} bytes, over the "
+                                                 f"{row_limit:,} a changelog record may hold; nothing was applied")
+
+    async def park(agent: str, message, exc: Exception):
+        return await dead_letters.failed(agent, message, exc)
     anniversaries = AnniversaryIndex()
 
     async def emit(milestones: list[Milestone], agent: str) -> None:
@@ -140,31 +189,56 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     @app.agent(telemetry_topic, name="usage")
     async def usage_agent(stream):
         await faust_guards.batches_in_order(app, stream, "usage", count_usage, settings.batch_size,
-                                            settings.batch_seconds)
+                                            settings.batch_seconds, park)
 
     async def count_usage(events) -> None:
-        """A batch: each account's row copied once, its milestones acknowledged together, then one write per row."""
-        rows, applied, fired = {}, {}, []
+        """A batch: each account's row copied once, its milestones acknowledged together, then one write
+        per row and one per new event id. An event whose rules raise is parked and its account's row
+        taken again from the table with the batch's other events re-applied, so the rest still counts."""
+        rows, applied, fired, now = {}, {}, [], clock.now()
+        taken: dict[str, list] = {}
+        seen = BatchIds(event_ids)
         for event in events:
             record = await decode(event, TelemetryEvent, "usage", check=reject_usage)
             if record is None:
                 continue
-            account = record.account_id
+            account, offset = record.account_id, event.message.offset
             if account not in rows:  # a copy: Faust serializes changelog values late (see usage.copy_row)
                 rows[account] = usage.copy_row(usage_table.get(account))
-            status, new = usage.apply_event(rows[account], record, event.message.offset, rules)
+            seen.event = event
+            try:
+                status, new = usage.apply_event(rows[account], record, offset, rules, seen, now)
+            except Exception as exc:
+                seen.forget(usage.id_key(account, record.event_id), offset)
+                rows[account] = usage.copy_row(usage_table.get(account))
+                for earlier, at, by in taken.get(account, []):
+                    seen.event = by
+                    usage.apply_event(rows[account], earlier, at, rules, seen, now)
+                await park("usage", event.message, exc)
+                continue
+            taken.setdefault(account, []).append((record, offset, event))
+            if status == usage.BEYOND_HORIZON:
+                msg = event.message
+                await dead_letters.send(stage="usage", reason=status, topic=msg.topic, partition=msg.partition,
+                                        offset=msg.offset, key=msg.key, value=msg.value,
+                                        error=f"occurred_at {record.occurred_at.isoformat()} is more than "
+                                              f"{rules.dedupe.horizon_days:g} days before now "
+                                              f"({now.isoformat()}): a duplicate could no longer be recognised")
             fired += new
             if status != usage.REPLAYED:  # a duplicate still advances the row's offset
                 applied[account] = event
         await emit(fired, "usage")
+        # a write only for events still current: else a rebalance began during the acks and the input
+        # is read again by the partition's next owner
+        seen.write(lambda e: faust_guards.current(app, e.message))
         for account, event in applied.items():
-            if faust_guards.current(app, event.message):  # else a rebalance began during the acks: re-read later
+            if faust_guards.current(app, event.message):
                 with faust_guards.as_current(event):  # the changelog partition is the account's input partition
                     usage_table[account] = rows[account]
 
     @app.agent(crm_topic, name="crm")
     async def crm_agent(stream):
-        await faust_guards.each_in_order(app, stream, "crm", track_crm)
+        await faust_guards.each_in_order(app, stream, "crm", track_crm, park)
 
     async def track_crm(event) -> None:
         record = await decode(event, CrmChange, "crm")
@@ -176,6 +250,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         today = date.fromisoformat(tick) if tick else clock.now().astimezone(zone).date()
         origin = (event.message.topic, event.message.offset)
         fired = crm.apply_change(row, record, origin, rules, today)
+        check_fits(row, f"profile of account {record.account_id!r}")
         await emit(fired, "crm")
         profiles[record.account_id] = row
         anniversaries.schedule(record.account_id, row, rules.anniversary_years)
@@ -202,7 +277,23 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     observability.PROGRESS.register("usage", {names.telemetry})
     observability.PROGRESS.register("crm", {names.crm, names.clock})
     install_drafter(app, settings=settings, rules=rules, clock=clock, names=names, raw=raw,
-                    usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode)
-    install_adapters(app, config=adapters, names=names, raw=raw, dead_letters=dead_letters)
+                    usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode,
+                    park=park, check_fits=check_fits)
+    install_adapters(app, config=adapters, names=names, raw=raw, dead_letters=dead_letters, park=park)
 
     return app
+
+
+def required_topics(app: faust.App, settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker's agents and tables use, with the partitions they must have: the inputs
+    (co-partitioned), each table's changelog (compacted, with the table's extra configs) and Faust's
+    leader topic. `topics.ensure` creates and checks them before any agent starts."""
+    names = TopicNames(settings.topic_prefix)
+    inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock]
+    specs = [TopicSpec(n, settings.partitions) for n in inputs]
+    for table in app.tables.values():
+        configs = {"cleanup.policy": "compact", **{k: str(v) for k, v in table.extra_topic_configs.items()}}
+        specs.append(TopicSpec(table.changelog_topic.get_topic_name(), table.partitions or settings.partitions,
+                               tuple(sorted(configs.items()))))
+    specs.append(TopicSpec(f"{app.conf.id}-__assignor-__leader", 1))
+    return specs

@@ -32,7 +32,8 @@ def cmd_worker(args) -> int:
     import faust
 
     from milestone_stream.adapters import AdaptersConfig
-    from milestone_stream.app import build_app
+    from milestone_stream.app import build_app, required_topics
+    from milestone_stream.topics import ensure
     from milestone_stream.clock import Clock
     from milestone_stream.rules import Rules
 
@@ -48,6 +49,8 @@ def cmd_worker(args) -> int:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
     app = build_app(s, rules, clock, adapters)
+    # every topic an agent or table uses exists, with its partitions, before any agent starts
+    loop.run_until_complete(ensure(s.bootstrap_servers, required_topics(app, s), s.replication_factor))
     worker = faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True,
                           logging_config=logs.config(s.log_level))
     # Faust's progress spinner turns the root logger to DEBUG at warning level and above, so every

@@ -1,7 +1,10 @@
 """One way for every stage to park a record it cannot process, with the reason and its origin.
 
 Why: bad input must never stop the stream nor vanish; the dead letter keeps the raw bytes and the
-(topic, partition, offset) they came from, so an operator can find, fix and replay them.
+(topic, partition, offset) they came from, so an operator can find, fix and replay them. The same
+rule holds for a record whose processing raises anything at all (`DeadLetters.failed`): it is
+parked as `unexpected_error` with the exception, and the stream goes on. A stage refuses a record
+on purpose by raising `Unprocessable` with a stable reason.
 """
 from __future__ import annotations
 
@@ -22,19 +25,55 @@ log = logging.getLogger(__name__)
 Produce = Callable[[str, bytes | None, bytes], Awaitable[object]]
 
 
+#: room left in a dead letter for its own fields (error text, origin, stage) beside the raw bytes
+ENVELOPE_BYTES = 16 * 1024
+UNEXPECTED = "unexpected_error"
+
+
+class Unprocessable(Exception):
+    """A record a stage refuses (too large, beyond a bound, cannot be drafted): dead-lettered with `reason`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class DeadLetters:
-    def __init__(self, topic: str, produce: Produce) -> None:
+    """Sends dead letters; `produce` must return only once the broker has the record (acks), so that
+    no input offset is committed past a record that was neither applied nor parked."""
+
+    def __init__(self, topic: str, produce: Produce, max_message_bytes: int = 1_000_000) -> None:
         self.topic = topic
         self._produce = produce
+        self._max_value = max(max_message_bytes - ENVELOPE_BYTES, 0)
 
     async def send(self, *, stage: str, reason: str, error: str, topic: str, partition: int,
                    offset: int, key: bytes | None, value: bytes | None) -> DeadLetter:
+        if value is not None and len(value) + len(key or b"") > self._max_value:
+            error = (f"{error[:1500]} [the original value of {len(value):,} bytes is too large to keep here; "
+                     f"read it at its origin]")
+            value = None
+        if key is not None and len(key) > self._max_value:
+            key = None
         letter = DeadLetter(stage=stage, reason=reason, error=error[:2000], topic=topic, partition=partition,
                             offset=offset, key=key, value=value, failed_at=datetime.now(timezone.utc))
         await self._produce(self.topic, key, letter.to_avro())
         DEAD_LETTERS.labels(stage, reason).inc()
-        log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}"})
+        log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}",
+                                          "error": error[:300]})
         return letter
+
+    async def failed(self, stage: str, message, exc: Exception) -> DeadLetter:
+        """Park the input `message` (a Faust message or an aiokafka record) whose processing raised `exc`."""
+        if isinstance(exc, Unprocessable):
+            reason, error = exc.reason, str(exc)
+        else:
+            reason, error = UNEXPECTED, f"{type(exc).__name__}: {exc}"
+            log.error("a record raised; dead-lettered, the stream goes on", exc_info=exc,
+                      extra={"stage": stage, "origin": f"{message.topic}[{message.partition}]@{message.offset}"})
+        return await self.send(stage=stage, reason=reason, error=error, topic=message.topic,
+                               partition=message.partition, offset=message.offset, key=message.key,
+                               value=message.value)
 
 
 async def decode_or_park(record_type: type[Record], *, value: bytes | None, key: bytes | None, topic: str,

@@ -24,12 +24,16 @@ class Parked:
 async def parked(bootstrap: str, names: TopicNames, *, stage: str | None = None, reason: str | None = None,
                  since: datetime | None = None) -> list[Parked]:
     replays = {r.key.decode(): r.value.decode() for r in await read_topic(bootstrap, names.deadletter_replays, idle_ms=300)}
-    found = []
+    found, origins = [], set()
     for r in await read_topic(bootstrap, names.deadletter, idle_ms=300):
         letter = DeadLetter.from_avro(r.value)
         if (stage and letter.stage != stage) or (reason and letter.reason != reason) or \
                 (since and letter.failed_at < since):
             continue
+        origin = (letter.stage, letter.reason, letter.topic, letter.partition, letter.offset)
+        if origin in origins:  # the same record parked again (a re-read after a crash, another UI process)
+            continue
+        origins.add(origin)
         id_ = f"{r.partition}:{r.offset}"
         found.append(Parked(id_, letter, replays.get(id_)))
     return sorted(found, key=lambda p: p.letter.failed_at)

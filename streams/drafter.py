@@ -9,6 +9,8 @@ tick for each account that is due and the agent drafts when the tick arrives.
 One milestone → one approval request: the approval id is a hash of the ids it celebrates, the row
 records the ids it took in, and a request is acknowledged by the broker before the row that clears
 them is written, so a crash re-sends the same id (consumers keep the first) but never loses one.
+A note that cannot be drafted (any exception, or a request too large to publish) never stays held
+in the row: each of its milestones is dead-lettered `draft_failed` with the reason, for a replay.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import faust
 
 from milestone_stream import faust_guards, observability
 from milestone_stream.clock import Clock
-from milestone_stream.deadletter import DeadLetters
+from milestone_stream.deadletter import DeadLetters, Unprocessable
 from milestone_stream.ids import stable_id
 from milestone_stream.models import ApprovalRequest, Milestone
 from milestone_stream.rules import Rules
@@ -61,7 +63,8 @@ class DueIndex:
 
 
 def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: Clock, names, raw: dict,
-                    usage_table, profiles, dead_letters: DeadLetters, decode) -> None:
+                    usage_table, profiles, dead_letters: DeadLetters, decode, park,
+                    check_fits) -> None:
     drafter = Drafter(rules, api_key=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None,
                       model=settings.model, timeout=settings.model_timeout, max_tokens=settings.model_max_tokens,
                       max_retries=settings.model_retries, base_url=settings.anthropic_base_url,
@@ -88,22 +91,33 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
             drafted_by=drafted.drafted_by, guard_verdict=drafted.verdict,
             policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + ttl)
 
+    async def park_held(account: str, row: dict, reason: str, error: str) -> None:
+        """Dead-letter every held milestone (each replayable on its own) and let go of them."""
+        for m, (topic, partition, offset) in policy.held(row):
+            await dead_letters.send(stage="drafter", reason=reason, error=error, topic=topic, partition=partition,
+                                    offset=offset, key=account.encode(), value=m.to_avro())
+        policy.forget_held(row)
+
     async def release(account: str, row: dict, now: datetime) -> None:
         batch, notes = policy.release(row, now, gather, cooldown)
         if not batch:
             return
         profile = (profiles.get(account) or {"p": {}})["p"]
         if not profile.get("csm_email"):
-            for m, (topic, partition, offset) in policy.held(row):
-                await dead_letters.send(stage="drafter", reason="no_csm_owner",
-                                        error=f"account {account!r} has no csm_email in its CRM profile; "
-                                              "fix the CRM record, then replay this dead letter",
-                                        topic=topic, partition=partition, offset=offset,
-                                        key=account.encode(), value=m.to_avro())
-            policy.forget_held(row)
-            return
-        request = await draft(account, batch, notes, now)
-        await (await requests_topic.send(key=account.encode(), value=request.to_avro()))
+            return await park_held(account, row, "no_csm_owner",
+                                   f"account {account!r} has no csm_email in its CRM profile; "
+                                   "fix the CRM record, then replay this dead letter")
+        try:
+            request = await draft(account, batch, notes, now)
+            value = request.to_avro()
+            if len(value) > settings.max_message_bytes - 4096:
+                raise Unprocessable("draft_failed", f"the approval request would be {len(value):,} bytes")
+        except Exception as exc:
+            log.error("a note could not be drafted; its milestones are dead-lettered", exc_info=exc,
+                      extra={"account_id": account})
+            return await park_held(account, row, "draft_failed",
+                                   f"{type(exc).__name__}: {exc}; fix the CRM data or the rules, then replay")
+        await (await requests_topic.send(key=account.encode(), value=value))
         observability.EVENTS_OUT.labels("drafter").inc()
         log.info("approval requested", extra={"account_id": account, "approval_id": request.approval_id,
                                               "drafted_by": request.drafted_by})
@@ -111,7 +125,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
 
     @app.agent(app.topic(names.milestones, names.drafter_clock, **raw), name="drafter")
     async def drafter_agent(stream):
-        await faust_guards.each_in_order(app, stream, "drafter", step)
+        await faust_guards.each_in_order(app, stream, "drafter", step, park)
 
     async def step(event) -> None:
         """A tick: draft what is due for its account. A milestone: take it in (hold it)."""
@@ -128,6 +142,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
             row = copy.deepcopy(celebrations.get(account)) or policy.new_row()
             if not policy.take_in(row, m, (msg.topic, msg.partition, msg.offset), now):
                 return  # a re-delivered copy: already taken in
+        check_fits(row, f"held milestones of account {account!r}")
         celebrations[account] = row
         due.schedule(account, policy.due_at(row, gather, cooldown))
 

@@ -1,7 +1,10 @@
 """Pydantic models: the in-process types mirroring the Avro contracts in `schemas/`.
 
 Why both: the `.avsc` files are the contract with other teams; these models validate what the
-contract cannot express (non-empty ids, non-negative finite values) at the edge of each stage.
+contract cannot express (non-empty ids, finite values, bounded lengths) at the edge of each stage.
+Every text that comes from a producer or a CRM has a length bound here, so no hostile value can
+grow a table row or an outgoing record past what the broker accepts; a record over a bound is a
+dead letter naming the field (`invalid`), never a crash further down.
 """
 from __future__ import annotations
 
@@ -13,7 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from milestone_stream.codec import codec
 
-NonEmpty = Field(min_length=1)
+# Bounds on text from producers and CRMs (characters)
+ID_MAX = 256        # event ids, change ids, account ids, metric and field names
+NAME_MAX = 256      # people's names, roles, sources
+EMAIL_MAX = 320     # RFC 5321: 64 + 1 + 255
+TEXT_MAX = 2_000    # a CRM field's text value (an account name, an industry, a note)
+NUMBER_MAX = 1e15   # magnitude of a CRM field's number (finite)
+FIELDS_MAX = 256    # field changes in one CRM change
+CONTACTS_MAX = 100  # key contacts in one CRM change
+ATTRIBUTES_MAX = 32
+
+NonEmpty = Field(min_length=1, max_length=ID_MAX)
+Name = Field(max_length=NAME_MAX)
 
 
 class Record(BaseModel):
@@ -57,8 +71,8 @@ class TelemetryEvent(Record):
     metric: str = NonEmpty
     value: float
     occurred_at: datetime
-    source: str
-    attributes: dict[str, str] = {}
+    source: str = Name
+    attributes: dict[str, str] = Field({}, max_length=ATTRIBUTES_MAX)
     origin: Origin | None = None
 
     @field_validator("value")
@@ -68,29 +82,45 @@ class TelemetryEvent(Record):
             raise ValueError(f"value must be a finite number >= 0, got {v}")
         return v
 
+    @field_validator("attributes")
+    @classmethod
+    def _short_attributes(cls, attributes: dict[str, str]) -> dict[str, str]:
+        if any(len(k) > ID_MAX or len(v) > TEXT_MAX for k, v in attributes.items()):
+            raise ValueError(f"attribute names are at most {ID_MAX} characters and values {TEXT_MAX}")
+        return attributes
+
 
 class FieldChange(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     field: str = NonEmpty
     value: bool | int | float | str | None
 
+    @field_validator("value")
+    @classmethod
+    def _bounded(cls, v):
+        if isinstance(v, str) and len(v) > TEXT_MAX:
+            raise ValueError(f"text values are at most {TEXT_MAX:,} characters, got {len(v):,}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and abs(v) <= NUMBER_MAX):
+            raise ValueError(f"numbers must be finite and at most {NUMBER_MAX:g} in magnitude, got {v}")
+        return v
+
 
 class Contact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
-    email: str
-    role: str
+    name: str = Name
+    email: str = Field(max_length=EMAIL_MAX)
+    role: str = Name
 
 
 class CrmChange(Record):
     schema_name: ClassVar[str] = "crm_change"
-    change_id: str = NonEmpty
+    change_id: str = Field(min_length=1, max_length=2 * ID_MAX)
     account_id: str = NonEmpty
-    changes: list[FieldChange] = []
-    contacts: list[Contact] | None = None
+    changes: list[FieldChange] = Field([], max_length=FIELDS_MAX)
+    contacts: list[Contact] | None = Field(None, max_length=CONTACTS_MAX)
     occurred_at: datetime
-    source: str
-    source_record: str | None = None
+    source: str = Name
+    source_record: str | None = Field(None, max_length=2 * ID_MAX)
     origin: Origin | None = None
 
 

@@ -27,6 +27,49 @@ DEAD_LETTERS = Counter("milestones_dead_letters_total", "Records dead-lettered, 
                        ["stage", "reason"])
 REBALANCE_SKIPS = Counter("milestones_rebalance_skips_total",
                           "Partitions held in order after Faust skipped a message around a rebalance")
+AGENT_CRASHES = Counter("milestones_agent_crashes_total", "Agents that stopped on an exception (Faust restarts them)",
+                        ["agent"])
+CRASH_LOOP = 3  # crashes within the stall window that make /healthz answer 503
+
+
+class Running:
+    """Which agents are inside their loop now, and when each last crashed.
+
+    Why: Faust restarts a crashed agent and carries on, so a worker whose agent crashes at every
+    start (a changelog topic it cannot use, say) still looks alive; readiness needs every agent
+    running, and health fails when one keeps crashing."""
+
+    def __init__(self) -> None:
+        self.expected: set[str] = set()
+        self.running: set[str] = set()
+        self.crashes: dict[str, list[float]] = {}
+
+    def expect(self, agent: str) -> None:
+        self.expected.add(agent)
+
+    @contextmanager
+    def loop(self, agent: str):
+        """Around an agent's loop: running inside it; an exception leaving it is a crash (Faust restarts the agent)."""
+        self.running.add(agent)
+        try:
+            yield
+        except Exception:
+            self.crashes.setdefault(agent, []).append(time.monotonic())
+            AGENT_CRASHES.labels(agent).inc()
+            raise
+        finally:
+            self.running.discard(agent)
+
+    def not_running(self) -> list[str]:
+        return sorted(self.expected - self.running)
+
+    def crash_looping(self, within: float) -> dict[str, int]:
+        now = time.monotonic()
+        recent = {a: sum(now - t <= within for t in times) for a, times in self.crashes.items()}
+        return {a: n for a, n in recent.items() if n >= CRASH_LOOP}
+
+
+RUNNING = Running()
 
 
 class Progress:
@@ -39,6 +82,7 @@ class Progress:
     def register(self, agent: str, topics: set[str]) -> None:
         self.topics[agent] = topics
         self.last[agent] = time.monotonic()
+        RUNNING.expect(agent)
 
     @contextmanager
     def record(self, agent: str, records: int = 1):
@@ -82,15 +126,18 @@ def health(app, stall_seconds: float) -> tuple[bool, dict]:
     now, lag = time.monotonic(), lag_by_tp(app)
     stalled = {agent: round(now - PROGRESS.last[agent], 1) for agent, topics in PROGRESS.topics.items()
                if any(v for (t, _), v in lag.items() if t in topics) and now - PROGRESS.last[agent] > stall_seconds}
-    return not stalled, {"alive": True, "stalled_agents": stalled, "stall_seconds": stall_seconds}
+    looping = RUNNING.crash_looping(stall_seconds)
+    return not stalled and not looping, {"alive": True, "stalled_agents": stalled, "stall_seconds": stall_seconds,
+                                         "crash_looping_agents": looping}
 
 
 def readiness(app) -> tuple[bool, dict]:
     assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()) if app.consumer else []
     recovered = app.tables.recovery.completed.is_set()
+    stopped = RUNNING.not_running()
     state = {"joined": bool(assigned), "assigned_partitions": len(assigned), "tables_recovered": recovered,
-             "rebalancing": bool(app.rebalancing)}
-    return bool(assigned) and recovered and not app.rebalancing, state
+             "rebalancing": bool(app.rebalancing), "agents_not_running": stopped}
+    return bool(assigned) and recovered and not app.rebalancing and not stopped, state
 
 
 def install(app, stall_seconds: float) -> None:

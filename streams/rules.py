@@ -33,7 +33,13 @@ class Spike(Strict):
 
 
 class Dedupe(Strict):
-    recent_event_ids: int = Field(64, ge=0, le=10_000)
+    """Telemetry: an event id seen within `horizon_days` (by event time, against the injected clock)
+    counts once, however many events came between; an older event is dead-lettered
+    `beyond_dedupe_horizon`. CRM changes are idempotent (latest value by time wins, milestones once
+    by id), so for them a short window of recent change ids only saves work."""
+
+    horizon_days: float = Field(30, gt=0, le=3660)
+    recent_event_ids: int = Field(64, ge=0, le=10_000)  # CRM change ids kept per account
 
 
 class Drafting(Strict):
@@ -70,6 +76,8 @@ class Rules(Strict):
     dedupe: Dedupe = Dedupe()
     drafting: Drafting = Drafting()
     max_future_skew_seconds: float = Field(300, ge=0)
+    # the largest value one telemetry event may carry: above it the event is dead-lettered
+    max_event_value: float = Field(1e9, gt=0, le=1e15)
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "Rules":

@@ -62,6 +62,9 @@ class Settings(BaseModel):
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")
+    # the largest record the worker writes (the producer's max.request.size; the broker's
+    # message.max.bytes must be at least this): a row or record that would be larger is dead-lettered
+    max_message_bytes: int = Field(1_000_000, alias="MILESTONES_MAX_MESSAGE_BYTES", ge=65_536, le=100_000_000)
     rules_file: Path | None = Field(None, alias="MILESTONES_RULES")
     adapters_file: Path | None = Field(None, alias="MILESTONES_ADAPTERS")  # Segment / Salesforce CDC ingestion
     data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")

@@ -5,10 +5,13 @@ on one partition and one worker owns its state.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+
+from milestone_stream.settings import ConfigError
 
 # logical name → (Kafka topic name, schema of its values)
 TOPICS = {
@@ -46,20 +49,59 @@ class TopicNames:
         return [self.prefix + name for name, _ in TOPICS.values()]
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic a process needs before it starts: its partitions are checked, its configs used to create it."""
+
+    name: str
+    partitions: int
+    configs: tuple[tuple[str, str], ...] = ()
+
+
 async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: int,
                         replication_factor: int = 1) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created."""
+    return await ensure(bootstrap_servers, [TopicSpec(n, partitions) for n in names], replication_factor,
+                        check=False)
+
+
+async def ensure(bootstrap_servers: str, specs: list[TopicSpec], replication_factor: int = 1,
+                 check: bool = True) -> list[str]:
+    """Create the topics of `specs` that do not exist yet (returns their names); with `check`, stop with
+    one line when one exists with other partitions than the spec's.
+
+    Why before any agent starts: Faust declares changelog topics itself as agents start, and workers
+    starting together on a new cluster raced there (one saw a changelog with 0 partitions and its
+    agents crashed at every restart); a partition count that differs from the inputs' does the same."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [n for n in names if n not in existing]
-        if missing:
+        missing = [s for s in specs if s.name not in existing]
+        for spec in missing:  # one request each: a topic another process created first is not an error
             try:
-                await admin.create_topics(
-                    [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing])
+                await admin.create_topics([NewTopic(spec.name, num_partitions=spec.partitions,
+                                                    replication_factor=replication_factor,
+                                                    topic_configs=dict(spec.configs))])
             except TopicAlreadyExistsError:
-                pass  # another worker created them first
-        return missing
+                pass
+        if check:
+            await _check_partitions(admin, specs)
+        return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    wanted = {s.name: s.partitions for s in specs}
+    for attempt in range(50):  # metadata of a topic just created can take a moment to show its partitions
+        described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(wanted))}
+        if all(described.get(n) for n in wanted):
+            break
+        await asyncio.sleep(0.1)
+    wrong = {n: described.get(n, 0) for n, p in wanted.items() if described.get(n, 0) != p}
+    if wrong:
+        name, got = next(iter(sorted(wrong.items())))
+        raise ConfigError(f"topic {name} has {got} partitions where {wanted[name]} are needed "
+                          f"(MILESTONES_PARTITIONS; inputs and table changelogs must match)"
+                          + (f", and {len(wrong) - 1} more" if len(wrong) > 1 else ""))

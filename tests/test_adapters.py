@@ -12,6 +12,9 @@ from milestone_stream.topics import ensure_topics
 from helpers import Worker, dead_letters, final_totals, milestones, table_rows
 from payloads import adapters_config, cdc, group, track
 
+# the payloads are dated 2026-06-01: the workers' clock the day after, within the dedupe horizon
+CLOCK = dict(MILESTONES_NOW="2026-06-02T00:00:00Z")
+
 
 async def setup(bootstrap, topics, tmp_path, partitions=3):
     segment_topic, cdc_topic = f"{topics.prefix}segment.events", f"{topics.prefix}sf.accounts"
@@ -36,7 +39,7 @@ def records(raw, record_type):
 async def test_segment_and_salesforce_cdc_payloads_become_telemetry_crm_changes_and_resyncs(
         kafka_bootstrap, topics, tmp_path):
     segment_topic, cdc_topic, config = await setup(kafka_bootstrap, topics, tmp_path)
-    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, MILESTONES_ADAPTERS=config).start()
+    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, MILESTONES_ADAPTERS=config, **CLOCK).start()
     try:
         await send_json(kafka_bootstrap, cdc_topic, [
             cdc("CREATE", ["001A"], {"Name": "Acme Corp", "Industry": "financial services",
@@ -51,7 +54,7 @@ async def test_segment_and_salesforce_cdc_payloads_become_telemetry_crm_changes_
             b"{not json",
         ])
         # Segment: a group call, then 1,000 "Email Sent" for 001A, every tenth delivered again a little
-        # later (a retry repeats the messageId; within the 64 recent ids per account the detector keeps),
+        # later (a retry repeats the messageId: the detector recognises it within the dedupe horizon),
         # plus noise the adapter must not count
         rng, tracks = random.Random(3), [track(f"ajs-{i}", "001A") for i in range(1000)]
         for i in range(990, -1, -10):
@@ -101,7 +104,7 @@ async def test_an_adapter_killed_mid_stream_republishes_and_nothing_counts_twice
     accounts, per_account = [f"acct{i}" for i in range(6)], 1000
     messages = [track(f"m-{a}-{i}", a) for a in accounts for i in range(per_account)]
     random.Random(7).shuffle(messages)
-    env = dict(MILESTONES_ADAPTERS=config, MILESTONES_COMMIT_INTERVAL="30", MILESTONES_LOG_LEVEL="info")
+    env = dict(MILESTONES_ADAPTERS=config, MILESTONES_COMMIT_INTERVAL="30", MILESTONES_LOG_LEVEL="info", **CLOCK)
     worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, **env).start()
     try:
         await send_json(kafka_bootstrap, segment_topic, messages, key=lambda m: m["messageId"].encode())

@@ -11,7 +11,8 @@ from milestone_stream.topics import ensure_topics
 
 from helpers import Worker, dead_letters, milestones, publish
 
-T0 = datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+# recent, within the dedupe horizon of the worker's clock
+T0 = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
 TIERS = [500, 1000, 5000, 10000, 50000, 100000]
 
 

@@ -34,6 +34,21 @@ def test_year_boundary_and_backfilled_contracts():
 _ids = itertools.count()
 
 
+class Ids(dict):
+    """The event-id table as a dict (`usage.SeenIds`)."""
+
+    def first_offset(self, key):
+        return self.get(key)
+
+    def remember(self, key, offset):
+        self[key] = offset
+
+
+def apply(row, event, offset, rules, seen=None):
+    """apply_event with its own id table and `now` at the event's time."""
+    return usage.apply_event(row, event, offset, rules, Ids() if seen is None else seen, event.occurred_at)
+
+
 def ev(value, at, metric="active_users"):
     return TelemetryEvent(event_id=f"e{next(_ids)}", account_id="a", metric=metric, value=value, occurred_at=at,
                           source="s")
@@ -45,22 +60,23 @@ def test_spike_fires_once_per_window_above_the_minimum_base():
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
     start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=timezone.utc)
     offset = iter(range(100))
-    apply = lambda v, at: usage.apply_event(row, ev(v, at), next(offset), rules)[1]
-    assert apply(40, start) == []                          # week 1: 40 active users
-    assert apply(50, start + week) == []                   # week 2: +25%, under 1.5x
-    fired = apply(80, start + week + timedelta(days=1))    # week 2 peaks at 80 = 2x
+    seen = Ids()
+    step = lambda v, at: apply(row, ev(v, at), next(offset), rules, seen)[1]
+    assert step(40, start) == []                          # week 1: 40 active users
+    assert step(50, start + week) == []                   # week 2: +25%, under 1.5x
+    fired = step(80, start + week + timedelta(days=1))    # week 2 peaks at 80 = 2x
     assert [m.kind for m in fired] == ["adoption_spike"] and "up 100%" in fired[0].title
-    assert apply(90, start + week + timedelta(days=2)) == []  # once per window
-    assert apply(5, start + 3 * week) == []                # gap: previous window counts as 0, below min base
+    assert step(90, start + week + timedelta(days=2)) == []  # once per window
+    assert step(5, start + 3 * week) == []                # gap: previous window counts as 0, below min base
 
 
 def test_tiers_fire_in_order_and_replays_are_skipped():
     rules = Rules()
     row = usage.new_row()
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    status, fired = usage.apply_event(row, ev(12000, at, "emails_sent"), 5, rules)
+    status, fired = apply(row, ev(12000, at, "emails_sent"), 5, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [500, 1000, 5000, 10000]
-    assert usage.apply_event(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
+    assert apply(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
 
 
 @pytest.mark.parametrize("steps, fired", [
@@ -73,7 +89,7 @@ def test_tier_boundaries(steps, fired):
     rules, row = Rules(), usage.new_row()
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     got = [m.threshold for i, v in enumerate(steps)
-           for m in usage.apply_event(row, ev(v, at, "emails_sent"), i, rules)[1]]
+           for m in apply(row, ev(v, at, "emails_sent"), i, rules)[1]]
     assert got == fired
 
 
@@ -122,31 +138,64 @@ def test_a_late_older_crm_value_does_not_overwrite_a_newer_one_nor_fire():
 def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
     stored = usage.new_row()
     rules = Rules()
-    usage.apply_event(stored, TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600,
-                                             occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t"), 0, rules)
+    apply(stored, TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600,
+                                 occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t"), 0, rules)
     snapshot = repr(stored)
     work = usage.copy_row(stored)
-    status, fired = usage.apply_event(work, TelemetryEvent(event_id="e2", account_id="a", metric="emails_sent", value=500,
-                                                           occurred_at=datetime(2026, 6, 2, tzinfo=timezone.utc),
-                                                           source="t"), 1, rules)
+    status, fired = apply(work, TelemetryEvent(event_id="e2", account_id="a", metric="emails_sent", value=500,
+                                               occurred_at=datetime(2026, 6, 2, tzinfo=timezone.utc), source="t"),
+                          1, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [1000]
     assert repr(stored) == snapshot and work["t"]["emails_sent"] == 1100
 
 
-def test_recent_ids_window_counts_a_duplicate_once_within_it_and_reads_rows_of_the_old_format():
-    rules = Rules.model_validate({"dedupe": {"recent_event_ids": 3}})
-    row, offset = usage.new_row(), itertools.count()
+def test_duplicates_are_exact_within_the_horizon_however_many_events_came_between():
+    rules, seen, row = Rules(), Ids(), usage.new_row()
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
-    def send(event_id):
-        event = TelemetryEvent(event_id=event_id, account_id="a", metric="emails_sent", value=1,
-                               occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t")
-        return usage.apply_event(row, event, next(offset), rules)[0]
+    def send(event_id, offset, now=at + timedelta(days=1)):
+        event = TelemetryEvent(event_id=event_id, account_id="a", metric="emails_sent", value=1, occurred_at=at,
+                               source="t")
+        return usage.apply_event(row, event, offset, rules, seen, now)[0]
 
-    assert [send(e) for e in ("e1", "e2", "e1", "e3", "e4", "e1")] == \
-        [usage.APPLIED, usage.APPLIED, usage.DUPLICATE, usage.APPLIED, usage.APPLIED, usage.APPLIED]
-    assert row["t"]["emails_sent"] == 5  # e1 came back after 3 newer ids: outside the window, counted again
-    assert len(row["r"]) == 3 * usage.ID_WIDTH
-    # rows written before the ids became one string kept a list of hex digests
-    row = {**usage.new_row(), "r": ["000000000000", hashlib.blake2b(b"e9", digest_size=6).hexdigest()]}
-    assert send("e9") == usage.DUPLICATE
-    assert send("e10") == usage.APPLIED and isinstance(row["r"], str) and len(row["r"]) == 3 * usage.ID_WIDTH
+    assert send("e0", 0) == usage.APPLIED
+    assert [send(f"e{i}", i) for i in range(1, 50_001)] == [usage.APPLIED] * 50_000
+    assert send("e0", 50_001) == usage.DUPLICATE  # 50,000 newer ids later, still recognised
+    assert send("e7", 50_002, now=at + timedelta(days=29)) == usage.DUPLICATE
+    assert row["t"]["emails_sent"] == 50_001
+    # older than the horizon: refused (to be dead-lettered), never counted, even with a new id
+    assert send("new", 50_003, now=at + timedelta(days=30, seconds=1)) == usage.BEYOND_HORIZON
+    assert row["t"]["emails_sent"] == 50_001
+    assert send("e9", 9) == usage.REPLAYED
+
+
+def test_an_id_written_before_a_crash_lost_the_row_is_this_event_replayed_not_a_duplicate():
+    """The id entry and the row are two changelog writes: either may survive a crash alone."""
+    rules, at = Rules(), datetime(2026, 6, 1, tzinfo=timezone.utc)
+    event = TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600, occurred_at=at, source="t")
+    seen = Ids()
+    usage.apply_event(usage.new_row(), event, 7, rules, seen, at)  # the id was written, the row was not
+    row = usage.new_row()
+    status, fired = usage.apply_event(row, event, 7, rules, seen, at)  # read again after the restart
+    assert status == usage.APPLIED and [m.threshold for m in fired] == [500] and row["t"]["emails_sent"] == 600
+    assert usage.apply_event(row, event, 8, rules, seen, at)[0] == usage.DUPLICATE  # a real re-send
+    # the row was written, the id was not: the replay (offset at or below the row's) writes the id again
+    lost = Ids()
+    assert usage.apply_event(row, event, 7, rules, lost, at)[0] == usage.REPLAYED
+    assert lost == {usage.id_key("a", "e1"): 7}
+
+
+def test_rows_of_the_recent_ids_format_are_read_and_lose_the_old_list():
+    stored = {**usage.new_row(), "r": "AAAAAAAA"}
+    assert "r" not in usage.copy_row(stored)
+
+
+def test_values_above_the_configured_bound_are_refused():
+    rules = Rules.model_validate({"max_event_value": 1000})
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    big = TelemetryEvent(event_id="e", account_id="a", metric="emails_sent", value=1e308, occurred_at=at, source="t")
+    assert usage.rejection(big, rules, at)[0] == "value_out_of_range"
+    assert usage.rejection(big.model_copy(update={"value": 1000.0}), rules, at) is None
+    with pytest.raises(ValueError):
+        TelemetryEvent(event_id="e", account_id="a", metric="emails_sent", value=float("nan"), occurred_at=at,
+                       source="t")
