@@ -112,16 +112,17 @@ class Sender:
         return any(o.outcome in DONE for o in self.outcomes.get((approval_id, purpose), []))
 
     async def email_once(self, approval_id: str, purpose: str, origin, build) -> None:
-        """Build the email (a refused header is a permanent failure), then deliver it once."""
+        """Build the email and its envelope (a refused header or address is a permanent failure), then
+        deliver it once."""
         if self._done(approval_id, purpose):
             return
         try:
-            msg = build()
+            out = build()
         except (mail.HeaderInjection, ValueError) as exc:
             return await self.give_up(approval_id, purpose, origin, 0, f"refused: {exc}", "invalid_email")
-        recipients = [a.addr_spec for a in msg["To"].addresses]
-        sender = msg["From"].addresses[0].addr_spec
-        await self.once(approval_id, purpose, origin, lambda: deliver(self.smtp, msg, sender, recipients))
+        # the envelope from the same Address objects as the headers, never from parsing the headers back
+        await self.once(approval_id, purpose, origin,
+                        lambda: deliver(self.smtp, out.message, out.sender, out.recipients))
 
     async def once(self, approval_id: str, purpose: str, origin, attempt_delivery) -> None:
         """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown."""
