@@ -131,10 +131,11 @@ def health(app, stall_seconds: float) -> tuple[bool, dict]:
                                          "crash_looping_agents": looping}
 
 
-def readiness(app) -> tuple[bool, dict]:
+def readiness(app, stall_seconds: float) -> tuple[bool, dict]:
+    """Ready: joined, tables recovered, no rebalance, and every agent running (none crashing again and again)."""
     assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()) if app.consumer else []
     recovered = app.tables.recovery.completed.is_set()
-    stopped = RUNNING.not_running()
+    stopped = sorted(set(RUNNING.not_running()) | set(RUNNING.crash_looping(stall_seconds)))
     state = {"joined": bool(assigned), "assigned_partitions": len(assigned), "tables_recovered": recovered,
              "rebalancing": bool(app.rebalancing), "agents_not_running": stopped}
     return bool(assigned) and recovered and not app.rebalancing and not stopped, state
@@ -155,5 +156,5 @@ def install(app, stall_seconds: float) -> None:
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        ok, body = readiness(app)
+        ok, body = readiness(app, stall_seconds)
         return self.json(body, status=200 if ok else 503)

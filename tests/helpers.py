@@ -12,20 +12,31 @@ from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.models import DeadLetter, Milestone
 
 
-class Worker:
-    """A real `milestones worker` process with its own app id (consumer group) and topic prefix."""
+TESTS = Path(__file__).resolve().parent
 
-    def __init__(self, bootstrap: str, prefix: str, tmp: Path, name: str = "w", **env: str) -> None:
+
+class Worker:
+    """A real `milestones worker` process with its own app id (consumer group) and topic prefix.
+
+    `faults` (e.g. "usage=acct-x,crm=acct-y") starts it with the rules that raise of tests/faults.py."""
+
+    def __init__(self, bootstrap: str, prefix: str, tmp: Path, name: str = "w", faults: str | None = None,
+                 **env: str) -> None:
         self.log = tmp / f"{name}.log"
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MILESTONES_TOPIC_PREFIX": prefix,
                     "MILESTONES_APP_ID": f"{prefix}detector", "MILESTONES_PARTITIONS": "3",
                     "MILESTONES_WEB_PORT": "0", "MILESTONES_DATA_DIR": str(tmp / name),
                     "MILESTONES_LOG_LEVEL": "warning", **env}
         self.process: subprocess.Popen | None = None
+        self.command = [sys.executable, "-m", "milestone_stream.cli", "worker"]
+        if faults:
+            self.env.update(TEST_FAULTS=faults, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+            self.command = [sys.executable, "-c", "import sys, faults; faults.install(); "
+                            "from milestone_stream.cli import main; sys.exit(main(['worker']))"]
 
     def start(self) -> "Worker":
-        self.process = subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "worker"], env=self.env,
-                                        stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=open(self.log, "ab"),
+                                        stderr=subprocess.STDOUT)
         return self
 
     def kill(self) -> None:
