@@ -10,6 +10,7 @@ from aiohttp import web
 
 from milestone_stream.kafka_io import producer, wait_for
 from milestone_stream.kafka_local import free_port
+from milestone_stream.models import Contact
 from milestone_stream.topics import ensure_topics
 
 from helpers import publish
@@ -86,6 +87,34 @@ async def test_permanent_rejection_and_header_injection_fail_visibly_and_are_dea
     assert letters[rejected.approval_id].reason == "delivery_failed" and "550" in letters[rejected.approval_id].error
     assert letters[injected.approval_id].reason == "invalid_email"
     assert letters[injected.approval_id].topic == approval_topics.approval_decisions
+
+
+async def test_hostile_names_deliver_only_to_the_intended_addresses_and_a_bad_address_is_refused(kafka_bootstrap,
+                                                                                                   approval_topics):
+    smtp = SmtpServer().start()
+    hostile, smuggled = approval_request(30), approval_request(31)
+    recipients = [Contact(name="Björn <evil@attacker.example>, ", email="bjorn@acme.example", role="executive_sponsor"),
+                  Contact(name="Sämi =?utf-8?q?x=3Cevil=40attacker.example=3E?=\r\nBcc: evil@attacker.example",
+                          email="juergen@acme.example", role="executive_sponsor")]
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
+            await publish_decisions(kafka_bootstrap, approval_topics,
+                                    decision(hostile, csm_name="Sämi <phish@attacker.example>", recipients=recipients),
+                                    decision(smuggled, recipients=[Contact(name="Jane", role="executive_sponsor",
+                                             email="jane@acme.example, evil@attacker.example")]))
+            await until_outcome(kafka_bootstrap, approval_topics, hostile.approval_id, "sent")
+            [failed] = await until_outcome(kafka_bootstrap, approval_topics, smuggled.approval_id, "failed")
+    finally:
+        smtp.stop()
+    assert smtp.mailbox.envelopes == [("sam.rivera@vendor.example", ["bjorn@acme.example", "juergen@acme.example"])]
+    [message] = smtp.mailbox.customer_emails()
+    [sender] = message["From"].addresses
+    assert sender.addr_spec == "sam.rivera@vendor.example" and sender.display_name == "Sämi <phish@attacker.example>"
+    assert [a.addr_spec for a in message["To"].addresses] == ["bjorn@acme.example", "juergen@acme.example"]
+    assert message["Bcc"] is None and message["Reply-To"] is None
+    assert "not a single plain email address" in failed.detail
+    [letter] = await dead_letters(kafka_bootstrap, approval_topics)
+    assert letter.reason == "invalid_email" and smuggled.approval_id in letter.error
 
 
 async def test_sigkill_while_smtp_has_the_message_records_unknown_and_never_sends_twice(kafka_bootstrap, approval_topics,
