@@ -3,6 +3,12 @@
 Why stateless: any number of approval UI processes verify the same token with the shared secret.
 Single use is not a property of the token but of the log: an approval decided once (the first
 decision on `approvals.decisions`) answers every later tap with what was decided.
+
+Why bytes and shape checks: a token, cookie or form field is whatever the client sent — non-ASCII,
+lone surrogates, bad base64, JSON that is not an object. Secrets are compared as UTF-8 bytes (comparing
+`str` raises for non-ASCII), and anything that is not exactly a token we issued is BadToken (403),
+never an exception that answers 500. (`itsdangerous` could replace this hand-written format; that is
+a later change, and must keep these properties.)
 """
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import time
 
 ACTIONS = ("send", "edit", "dont_send")
+CLAIMS = {"link": ("a", "c", "x"), "session": ("c",)}  # the string claims each purpose must carry
 
 
 class BadToken(Exception):
@@ -35,16 +43,21 @@ class Signer:
         return f"{body}.{self._mac(body)}"
 
     def verify(self, purpose: str, token: str) -> dict:
-        body, _, mac = (token or "").partition(".")
-        if not body or not hmac.compare_digest(mac, self._mac(body)):
+        body, _, mac = (token if isinstance(token, str) else "").partition(".")
+        if not body or not _same(mac, self._mac(body)):
             raise BadToken("the link's signature is not valid")
         try:
             claims = json.loads(_unb64(body))
-        except ValueError:
+        except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON: all ValueErrors
             raise BadToken("the link is malformed") from None
-        if claims.get("p") != purpose:
+        if not isinstance(claims, dict) or claims.get("p") != purpose:
             raise BadToken("the token was issued for another purpose")
-        if self._clock() >= claims["e"]:
+        expires = claims.get("e")
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires) \
+                or not all(isinstance(claims.get(k), str) for k in CLAIMS.get(purpose, ())) \
+                or (purpose == "link" and claims["x"] not in ACTIONS):
+            raise BadToken("the link is malformed")
+        if self._clock() >= expires:
             raise ExpiredToken("the link has expired")
         return claims
 
@@ -61,10 +74,20 @@ class Signer:
         return self._mac(f"csrf\x1f{session_token}\x1f{approval_id}")
 
     def check_csrf(self, token: str, session_token: str, approval_id: str) -> bool:
-        return bool(token) and hmac.compare_digest(token, self.csrf(session_token, approval_id))
+        return isinstance(token, str) and bool(token) and _same(token, self.csrf(session_token, approval_id))
 
     def _mac(self, text: str) -> str:
-        return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
+        return _b64(hmac.new(self._key, _utf8(text), hashlib.sha256).digest())
+
+
+def _utf8(text: str) -> bytes:
+    """Any str to bytes: aiohttp decodes request bytes that are not UTF-8 to lone surrogates."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time, as bytes: `hmac.compare_digest` raises TypeError for non-ASCII str."""
+    return hmac.compare_digest(_utf8(given), _utf8(expected))
 
 
 def _b64(data: bytes) -> str:

@@ -2,12 +2,15 @@
 decision → exactly one email on a real SMTP server; and every way a link can be misused."""
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import re
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from milestone_stream.drafter import approval_id
 from milestone_stream.ids import milestone_id
@@ -18,7 +21,7 @@ from milestone_stream.topics import ensure_topics
 
 from helpers import Worker, publish
 from messages_api import MODEL, MessagesAPI
-from stack import ApprovalStack, SmtpServer, approval_request, csrf_in, links_in, outcomes, until_outcome
+from stack import SECRET, ApprovalStack, SmtpServer, approval_request, csrf_in, links_in, outcomes, until_outcome
 
 NOW = datetime.now(timezone.utc)
 
@@ -154,3 +157,128 @@ async def test_forged_expired_foreign_and_csrf_less_requests_get_4xx_and_send_no
     finally:
         smtp.stop()
     assert smtp.mailbox.customer_emails() == []
+
+
+def signed_with_our_key(payload: bytes) -> str:
+    """A token in the UI's format, signed with the stack's key, around any payload: what a bug of ours,
+    or a leaked key, could produce — it must still be refused cleanly."""
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    mac = hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).digest()
+    return f"{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+async def raw_status(url: str, request: bytes) -> int:
+    """Send bytes no HTTP client library would (invalid UTF-8 in a header) and read the status code."""
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+async def test_non_ascii_or_malformed_tokens_cookies_and_csrf_fields_are_refused_never_a_500(kafka_bootstrap, topics):
+    await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
+    smtp = SmtpServer().start()
+    mine = approval_request(10)
+    later = int((NOW + timedelta(days=1)).timestamp())
+    try:
+        async with ApprovalStack(kafka_bootstrap, topics, smtp.port) as stack:
+            await publish(kafka_bootstrap, topics.approval_requests, [mine])
+            await wait_for(lambda: mine.approval_id in stack.view.requests, 30, what="the UI to see the request")
+            good = stack.signer.link_token(mine.approval_id, mine.csm_email, "send", later)
+            body, mac = good.split(".")
+            link = {"a": mine.approval_id, "c": mine.csm_email, "x": "send", "p": "link", "e": later}
+            tokens = {
+                "non-ASCII signature": f"{body}.{'ä' * len(mac)}",
+                "non-ASCII body": f"Jäné.{mac}",
+                "percent-encoded bytes that are not UTF-8": f"{body}.%FF%FE%C3",
+                "emoji": "🎉.🎉",
+                "no signature": body,
+                "JSON list": signed_with_our_key(json.dumps([link]).encode()),
+                "JSON null": signed_with_our_key(b"null"),
+                "no expiry": signed_with_our_key(json.dumps({k: v for k, v in link.items() if k != "e"}).encode()),
+                "expiry a string": signed_with_our_key(json.dumps({**link, "e": "tomorrow"}).encode()),
+                "expiry true": signed_with_our_key(json.dumps({**link, "e": True}).encode()),
+                "expiry NaN": signed_with_our_key(b'{"a":"x","c":"y","x":"send","p":"link","e":NaN}'),
+                "no action": signed_with_our_key(json.dumps({k: v for k, v in link.items() if k != "x"}).encode()),
+                "unknown action": signed_with_our_key(json.dumps({**link, "x": "delete"}).encode()),
+                "approval id a number": signed_with_our_key(json.dumps({**link, "a": 7}).encode()),
+                "not JSON": signed_with_our_key(b"\xff\xfe not json"),
+                "not base64": "a." + base64.urlsafe_b64encode(
+                    hmac.new(SECRET.encode(), b"a", hashlib.sha256).digest()).rstrip(b"=").decode(),
+            }
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+                for name, token in tokens.items():
+                    for kind in ("t", "s"):  # a one-tap link, a sign-in link
+                        async with browser.get(f"{stack.url}/{kind}/{token}") as r:
+                            assert r.status == 403, f"{kind}: {name}: {r.status}"
+                async with browser.get(f"{stack.url}/s/{signed_with_our_key(b'[1, 2]')}") as r:
+                    assert r.status == 403
+                for cookie in ("ä" * 40, f"{body}.{'ö' * len(mac)}", f"Jäné.{mac}",
+                               signed_with_our_key(json.dumps({"p": "session", "e": later}).encode())):  # no "c"
+                    for path in ("/", f"/r/{mine.approval_id}"):
+                        async with browser.get(f"{stack.url}{path}", headers={"Cookie": f"ms_session={cookie}"}) as r:
+                            assert r.status == 401, f"{cookie!r} on {path}: {r.status}"  # not signed in
+                async with browser.get(f"{stack.url}/t/{good}") as r:  # now signed in, with a real session
+                    assert r.status == 200
+                    real_csrf = csrf_in(await r.text())
+                decide = f"{stack.url}/r/{mine.approval_id}/decide"
+                for csrf in ("ä" * 43, "🎉", real_csrf[:-1] + "é"):
+                    async with browser.post(decide, data={"csrf": csrf, "action": "send"}) as r:
+                        assert r.status == 403, f"{csrf!r}: {r.status}"
+                session = browser.cookie_jar.filter_cookies(URL(stack.url))["ms_session"].value
+                raw_form = b"csrf=%FF%FE%C3&action=send"
+                assert await raw_status(stack.url, (
+                    f"POST /r/{mine.approval_id}/decide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    f"Cookie: ms_session={session}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    f"Content-Length: {len(raw_form)}\r\n\r\n").encode() + raw_form) == 403
+            for raw_cookie in (b"\xff\xfe" + body.encode(), body.encode() + b"." + mac.encode()[:-2] + b"\xc3\xa4"):
+                assert await raw_status(stack.url, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                                   b"Cookie: ms_session=" + raw_cookie + b"\r\n\r\n") == 401
+            assert stack.view.decisions == {}
+    finally:
+        smtp.stop()
+    assert smtp.mailbox.customer_emails() == []
+
+
+async def test_the_recipient_form_takes_one_plain_address_and_a_cleaned_name(kafka_bootstrap, topics):
+    await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
+    smtp = SmtpServer().start()
+    req = approval_request(11, recipients=())  # no executive contact on record: the CSM chooses
+    try:
+        async with ApprovalStack(kafka_bootstrap, topics, smtp.port) as stack:
+            await publish(kafka_bootstrap, topics.approval_requests, [req])
+            await wait_for(lambda: req.approval_id in stack.view.requests, 30, what="the UI to see the request")
+            edit = stack.signer.link_token(req.approval_id, req.csm_email, "edit", (NOW + timedelta(days=1)).timestamp())
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+                async with browser.get(f"{stack.url}/t/{edit}") as r:  # signs in, then the edit page
+                    assert r.status == 200 and "Recipient email" in (page := await r.text())
+                form = {"csrf": csrf_in(page), "action": "send", "subject": req.subject, "body_text": req.body_text}
+                decide = f"{stack.url}/r/{req.approval_id}/decide"
+                for email in ("Jane <jane@acme.example>", "jane@acme.example, evil@attacker.example",
+                              "jane@acme.example\r\nBcc: evil@attacker.example", "jane@acme.example; evil@attacker.example",
+                              '"evil@attacker.example" <jane@acme.example>', "jäne@acme.example", "jane", ""):
+                    async with browser.post(decide, data={**form, "recipient_name": "Jane Doe",
+                                                          "recipient_email": email}) as r:
+                        assert r.status == 400, f"{email!r}: {r.status}"
+                async with browser.post(decide, data={**form, "recipient_name": "\r\n\x00\u202e",
+                                                      "recipient_email": "jane@acme.example"}) as r:
+                    assert r.status == 400  # nothing of the name is left once cleaned
+                assert stack.view.decisions == {}
+                async with browser.post(decide, data={**form, "recipient_email": " bjorn@acme.example ",
+                                                      "recipient_name": "Björn <evil@attacker.example>,\r\nBcc: x@y"}) as r:
+                    assert r.status == 200 and str(r.url).endswith(f"/r/{req.approval_id}")
+            await until_outcome(kafka_bootstrap, topics, req.approval_id, "sent")
+            [chosen] = stack.view.decisions[req.approval_id].recipients
+            assert (chosen.name, chosen.email) == ("Björn <evil@attacker.example>, Bcc: x@y", "bjorn@acme.example")
+    finally:
+        smtp.stop()
+    [(message, envelope)] = [(m, env) for m, env in zip(smtp.mailbox.received, smtp.mailbox.envelopes)
+                             if m in smtp.mailbox.customer_emails()]
+    assert envelope == (req.csm_email, ["bjorn@acme.example"])
+    [to] = message["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Björn <evil@attacker.example>, Bcc: x@y", "bjorn@acme.example")
+    assert [a.addr_spec for a in message["From"].addresses] == [req.csm_email] and message["Bcc"] is None
