@@ -13,7 +13,6 @@ import asyncio
 import html
 from collections import Counter
 from datetime import datetime, timezone
-from email.headerregistry import Address
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -22,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from milestone_stream.models import ApprovalDecision, ApprovalRequest, Contact
 from milestone_stream.sinks.approvals import ApprovalView
 from milestone_stream.sinks.drafting import html_from_text
+from milestone_stream.sinks.mail import NAME_MAX, InvalidAddress, addr_spec, display_name
 from milestone_stream.sinks.signing import BadToken, ExpiredToken, Signer
 
 SESSION = "ms_session"
@@ -161,8 +161,8 @@ class ApprovalUI:
             return self.request_page(a, key, status=409)
         pick = ("" if a.recipients else
                 "<p class=note>No executive contact on record: who should receive this note?</p>"
-                "<label>Recipient name <input type=text name=recipient_name required maxlength=120></label>"
-                "<label>Recipient email <input type=text name=recipient_email required maxlength=200></label>")
+                f"<label>Recipient name <input type=text name=recipient_name required maxlength={NAME_MAX}></label>"
+                "<label>Recipient email <input type=email name=recipient_email required maxlength=254></label>")
         return page(f"Edit · {a.account_name}",
                     f"<p><a href='/r/{e(a.approval_id)}'>← Back</a></p><h1>Edit draft for {e(a.account_name)}</h1>"
                     f"<form method=post action='/r/{e(a.approval_id)}/decide'>"
@@ -237,13 +237,15 @@ class ApprovalUI:
             raise ValueError("The subject must be one non-empty line.")
         recipients = list(a.recipients)
         if not recipients:
-            name, email = str(form.get("recipient_name", "")).strip(), str(form.get("recipient_email", "")).strip()
+            # the email: exactly one plain address (no "Name <addr>", no list); the name: cleaned as the
+            # sender cleans every display name, so what the CSM sees decided is what is sent
+            name = display_name(str(form.get("recipient_name", "")))
             try:
-                if not name or "\n" in name or "\r" in name:
-                    raise ValueError
-                Address(addr_spec=email)
-            except Exception:
-                raise ValueError("Give the recipient's name and a valid email address.") from None
+                email = addr_spec(str(form.get("recipient_email", "")).strip())
+            except InvalidAddress:
+                raise ValueError("Give one email address only, like jane@example.com (no name, no list).") from None
+            if not name:
+                raise ValueError("Give the recipient's name.")
             recipients = [Contact(name=name, email=email, role="chosen by CSM")]
         edited = body is not None
         body_text = str(body).replace("\r\n", "\n") if edited else a.body_text
