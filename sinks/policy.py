@@ -81,7 +81,7 @@ def headline_milestones(batch: list[Milestone]) -> list[Milestone]:
 
 
 def review_notes(ctx: Context) -> list[str]:
-    """What the CSM should know before sending."""
+    """What the CSM should know before sending, including CRM values the context could not read."""
     notes = []
     at_risk = [why for why in (f"health is {ctx.health}" if (ctx.health or "").lower() == "red" else None,
                                f"{ctx.open_escalations} open escalation(s)" if ctx.open_escalations else None) if why]
@@ -89,4 +89,4 @@ def review_notes(ctx: Context) -> list[str]:
         notes.append(f"at risk — consider not sending ({'; '.join(at_risk)})")
     if not ctx.executives:
         notes.append("no executive contact on record — choose a recipient before sending")
-    return notes
+    return notes + ctx.data_notes
