@@ -41,7 +41,6 @@ _ADDR_SPEC = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*", re.AS
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]+')
 _KEEP = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of how some scripts write names
 _INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-ADDRESS_HEADERS = ("From", "To", "Reply-To")
 
 
 class HeaderInjection(ValueError):
