@@ -1,7 +1,5 @@
 """The grounding guard as a security reviewer reads it: every rejection README lists, with the prose
 that must still pass beside it. Pure functions over a compiled context; no broker."""
-from datetime import timedelta
-
 import pytest
 
 from milestone_stream.ids import milestone_id
