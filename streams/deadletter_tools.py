@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.models import DeadLetter
 from milestone_stream.topics import TopicNames
@@ -43,6 +45,27 @@ class AlreadyReplayed(Exception):
     pass
 
 
+MAX_REPLAY_BYTES = 16 * 1024 * 1024  # the broker's limit applies; the client's must not be lower
+
+
+async def _original(bootstrap: str, letter: DeadLetter) -> tuple[bytes | None, bytes | None]:
+    """The original record of a dead letter that could not keep its value (KeyError when retention dropped it)."""
+    tp = TopicPartition(letter.topic, letter.partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=MAX_REPLAY_BYTES, fetch_max_bytes=MAX_REPLAY_BYTES)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, letter.offset)
+        records = (await consumer.getmany(tp, timeout_ms=10_000)).get(tp, [])
+        if not records or records[0].offset != letter.offset:
+            raise KeyError(f"the original of this dead letter ({letter.topic}[{letter.partition}]@{letter.offset}) "
+                           "is no longer on its topic")
+        return records[0].key, records[0].value
+    finally:
+        await consumer.stop()
+
+
 async def replay(bootstrap: str, names: TopicNames, ids: list[str]) -> list[Parked]:
     """Re-publish the chosen dead letters' raw records to their original topics, each at most once."""
     by_id = {p.id: p for p in await parked(bootstrap, names)}
@@ -52,12 +75,15 @@ async def replay(bootstrap: str, names: TopicNames, ids: list[str]) -> list[Park
     done = [by_id[i] for i in ids if by_id[i].replayed_at]
     if done:
         raise AlreadyReplayed(f"already replayed: {', '.join(f'{p.id} at {p.replayed_at}' for p in done)}")
-    async with producer(bootstrap) as prod:
+    async with producer(bootstrap, max_request_size=MAX_REPLAY_BYTES) as prod:
         for i in ids:
             letter = by_id[i].letter
+            key, value = letter.key, letter.value
+            if value is None:  # too large to keep in the dead letter: read it where it came from
+                key, value = await _original(bootstrap, letter)
             now = datetime.now(timezone.utc).isoformat()
             await prod.send_and_wait(names.deadletter_replays, key=i.encode(), value=now.encode())
-            await prod.send_and_wait(letter.topic, key=letter.key, value=letter.value)
+            await prod.send_and_wait(letter.topic, key=key, value=value)
     return [by_id[i] for i in ids]
 
 
