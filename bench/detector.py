@@ -37,7 +37,8 @@ from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# a day ago: every event within the worker's dedupe horizon (an older one is dead-lettered)
+T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
 
 
 def event(event_id: str, account: int, ms: int) -> TelemetryEvent:
