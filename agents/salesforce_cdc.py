@@ -161,8 +161,8 @@ def decode_fields(entries: list[str], layout: Layout, key: str = "changedFields"
             raise Rejected("schema_mismatch", f"{key} {entry[:40]!r}: position {parent} is not a compound field "
                                               "in the configured schema (is schema_file the event's schema?)")
         if bits.bit_length() > len(fields):
-            raise Rejected("schema_mismatch", f"{key} {entry[:40]!r} names field {bits.bit_length() - 1}; the "
-                                              f"configured schema has {len(fields)} (is schema_file the event's schema?)")
+            raise Rejected("schema_mismatch", f"{key} {entry[:40]!r} names field {bits.bit_length() - 1}; the configured "
+                                              f"schema has {len(fields)} (is schema_file the event's schema?)")
         names.update(prefix + fields[i] for i in range(bits.bit_length()) if bits >> i & 1)
     return names
 
