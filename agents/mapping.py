@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from milestone_stream.deadletter import Unprocessable
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DAYS_BELOW = 10_000_000  # |an integer date| below this is epoch days, at or above it epoch milliseconds
 INT64 = 2 ** 63  # the profile's Avro `long`: an integer outside ±2^63 cannot be published
@@ -38,12 +40,8 @@ class Skipped:
     reason: str
 
 
-class Rejected(Exception):
+class Rejected(Unprocessable):
     """A message that cannot be mapped: dead-lettered with `reason` (machine-friendly) and detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def find(document: object, path: str):

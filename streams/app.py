@@ -279,7 +279,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     install_drafter(app, settings=settings, rules=rules, clock=clock, names=names, raw=raw,
                     usage_table=usage_table, profiles=profiles, dead_letters=dead_letters, decode=decode,
                     park=park, check_fits=check_fits)
-    install_adapters(app, config=adapters, names=names, raw=raw, dead_letters=dead_letters, park=park)
+    install_adapters(app, config=adapters, names=names, raw=raw, park=park)
 
     return app
 

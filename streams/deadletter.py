@@ -67,6 +67,8 @@ class DeadLetters:
         """Park the input `message` (a Faust message or an aiokafka record) whose processing raised `exc`."""
         if isinstance(exc, Unprocessable):
             reason, error = exc.reason, str(exc)
+        elif isinstance(exc, ValidationError):  # a record built from the input broke a contract
+            reason, error = "invalid", one_line(exc)
         else:
             reason, error = UNEXPECTED, f"{type(exc).__name__}: {exc}"
             log.error("a record raised; dead-lettered, the stream goes on", exc_info=exc,

@@ -103,7 +103,7 @@ def install_drafter(app: faust.App, *, settings: Settings, rules: Rules, clock: 
         if not batch:
             return
         profile = (profiles.get(account) or {"p": {}})["p"]
-        if not profile.get("csm_email"):
+        if not isinstance(profile.get("csm_email"), str) or not profile["csm_email"].strip():
             return await park_held(account, row, "no_csm_owner",
                                    f"account {account!r} has no csm_email in its CRM profile; "
                                    "fix the CRM record, then replay this dead letter")
