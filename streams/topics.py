@@ -94,7 +94,7 @@ async def ensure(bootstrap_servers: str, specs: list[TopicSpec], replication_fac
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
     wanted = {s.name: s.partitions for s in specs}
-    for attempt in range(50):  # metadata of a topic just created can take a moment to show its partitions
+    for _ in range(50):  # metadata of a topic just created can take a moment to show its partitions
         described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(wanted))}
         if all(described.get(n) for n in wanted):
             break

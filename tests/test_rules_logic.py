@@ -1,5 +1,4 @@
 """Pure logic: rules validation, anniversaries, spikes, settings (no broker)."""
-import hashlib
 import itertools
 from datetime import date, datetime, timedelta, timezone
 

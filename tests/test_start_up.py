@@ -36,7 +36,7 @@ async def test_stacks_and_group_members_started_together_all_run_every_agent(kaf
     members = [(stacks[0], "a"), (stacks[0], "b"), (stacks[1], "c"), (stacks[2], "d")]  # two of one group
     workers = [Worker(kafka_bootstrap, names.prefix, tmp_path, name, MILESTONES_WEB_PORT=str(port),
                       MILESTONES_LOG_LEVEL="info")
-               for (names, name), port in zip(members, ports)]
+               for (names, name), port in zip(members, ports, strict=True)]
     for w in workers:
         w.start()
     try:
@@ -54,7 +54,7 @@ async def test_stacks_and_group_members_started_together_all_run_every_agent(kaf
                 event_id="e1", account_id=account, metric="emails_sent", value=600.0,
                 occurred_at=NOW - timedelta(minutes=1), source="platform.mailer")])
         for names in stacks:  # the CRM and the usage agents of every stack work
-            got = await wait_for(lambda: _kinds_if(kafka_bootstrap, names), 90, interval=0.5,
+            got = await wait_for(lambda names=names: _kinds_if(kafka_bootstrap, names), 90, interval=0.5,
                                  what=f"both milestones of {names.prefix}")
             assert got == {"implementation_signed_off", "usage_threshold"}
         for port in ports:
