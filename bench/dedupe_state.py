@@ -25,7 +25,7 @@ from pathlib import Path
 
 from detector import ROOT, committed_total, event, peak_rss_mib, publish, start_worker
 
-from milestone_stream.kafka_local import LocalKafka
+from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.topics import TopicNames, ensure_topics
 
 

@@ -31,8 +31,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from milestone_stream.kafka_io import producer
-from milestone_stream.kafka_local import LocalKafka
-from milestone_stream.models import Milestone, TelemetryEvent
+from milestone_stream.dev.kafka_local import LocalKafka
+from milestone_stream.schemas.records import Milestone, TelemetryEvent
 from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 

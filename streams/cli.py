@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from milestone_stream import logs
@@ -15,7 +12,7 @@ from milestone_stream.settings import ConfigError, Settings
 
 
 def cmd_broker(args) -> int:
-    from milestone_stream.kafka_local import run_until_interrupted
+    from milestone_stream.dev.kafka_local import run_until_interrupted
 
     run_until_interrupted(Path(args.data_dir))
     return 0
@@ -31,7 +28,7 @@ def cmd_topics(args) -> int:
 def cmd_worker(args) -> int:
     import faust
 
-    from milestone_stream.adapters import AdaptersConfig
+    from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.app import build_app, required_topics
     from milestone_stream.topics import ensure
     from milestone_stream.clock import Clock
@@ -61,13 +58,13 @@ def cmd_worker(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from milestone_stream.services import serve_ui
+    from milestone_stream.sinks.approvals.service import serve_ui
 
     return _serve(serve_ui)
 
 
 def cmd_sender(args) -> int:
-    from milestone_stream.services import serve_sender
+    from milestone_stream.sinks.sender.service import serve_sender
 
     return _serve(serve_sender)
 
@@ -85,7 +82,7 @@ def cmd_lag(args) -> int:
     """Exit status 1 when the total lag exceeds --max-lag (for alerts and health checks)."""
     import json
 
-    from milestone_stream.lag import as_json, as_table, measure, product_groups
+    from milestone_stream.ops.lag import as_json, as_table, measure, product_groups
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -115,7 +112,7 @@ def cmd_deadletter(args) -> int:
     import json
     from datetime import datetime
 
-    from milestone_stream.deadletter_tools import AlreadyReplayed, describe, parked, replay
+    from milestone_stream.ops.deadletters import AlreadyReplayed, describe, parked, replay
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -142,7 +139,7 @@ def cmd_deadletter(args) -> int:
 
 
 def _adapter_topics(s: Settings) -> list[str]:
-    from milestone_stream.adapters import AdaptersConfig
+    from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.rules import Rules
 
     return AdaptersConfig.load(s.adapters_file, Rules.load(s.rules_file)).source_topics()
@@ -153,7 +150,7 @@ def cmd_resync(args) -> int:
     import json
 
     from milestone_stream.kafka_io import read_topic
-    from milestone_stream.models import ResyncNeeded
+    from milestone_stream.schemas.records import ResyncNeeded
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -173,7 +170,7 @@ def cmd_publish_sample(args) -> int:
     from datetime import datetime, timezone
 
     from milestone_stream.kafka_io import producer
-    from milestone_stream.sample import sample
+    from milestone_stream.dev.sample import sample
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -195,77 +192,9 @@ def cmd_publish_sample(args) -> int:
 
 
 def cmd_up(args) -> int:
-    """The embedded default: local broker (unless KAFKA_BOOTSTRAP_SERVERS), SMTP catcher, worker (detector
-    and drafter), approval UI, sender, and the sample data; prints milestones, the UI's sign-in link and
-    each email as it lands in the outbox folder."""
-    import secrets
+    from milestone_stream.dev.up import up
 
-    from milestone_stream.kafka_local import LocalKafka, _port_free, free_port
-    from milestone_stream.services import sign_in_link
-    from milestone_stream.sinks.catcher import start_catcher
-    from milestone_stream.watch import watch_milestones
-
-    s = Settings.from_env()
-    if s.bootstrap_servers:
-        _require_bootstrap(s)  # an unreachable cluster is one line, before anything is started
-    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop cleans up like Ctrl-C: no orphaned children
-    env = dict(os.environ)
-    env.setdefault("MILESTONES_SECRET", secrets.token_urlsafe(32))  # this run's; set your own to keep links valid
-    env.setdefault("MILESTONES_GATHER_SECONDS", "3")
-    if "MILESTONES_UI_PORT" not in env:
-        env["MILESTONES_UI_PORT"] = str(8080 if _port_free(8080) else free_port())
-    env.setdefault("MILESTONES_UI_URL", f"http://127.0.0.1:{env['MILESTONES_UI_PORT']}")
-    kafka = catcher = None
-    children: list[subprocess.Popen] = []
-    activity = [0.0]
-    try:
-        if not s.bootstrap_servers:
-            kafka = LocalKafka(s.data_dir / "kafka")
-            print("starting a local Apache Kafka broker ...", flush=True)
-            kafka.start()
-            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
-            print(f"broker ready at {kafka.bootstrap_servers} (log: {kafka.log_file})", flush=True)
-        if "MILESTONES_SMTP_HOST" not in env:
-            outbox = Path(s.data_dir) / "outbox"
-            env["MILESTONES_SMTP_HOST"], env["MILESTONES_SMTP_PORT"] = "127.0.0.1", str(free_port())
-
-            def landed(path: Path) -> None:
-                activity[0] = time.monotonic()
-                print(f"  email      saved to {path}", flush=True)
-
-            catcher = start_catcher(outbox, port=int(env["MILESTONES_SMTP_PORT"]), on_message=landed)
-            print(f"SMTP catcher on 127.0.0.1:{env['MILESTONES_SMTP_PORT']}: emails are saved as .eml in {outbox}/", flush=True)
-        asyncio.run(_ensure_topics(s, env["KAFKA_BOOTSTRAP_SERVERS"]))
-        for name in ("worker", "ui", "sender"):
-            log_file = Path(s.data_dir) / f"{name}.log"
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            children.append(subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", name], env=env,
-                                             stdout=open(log_file, "ab"), stderr=subprocess.STDOUT))
-            print(f"{name} started (pid {children[-1].pid}, log: {log_file})", flush=True)
-        subprocess.run([sys.executable, "-m", "milestone_stream.cli", "publish-sample"], env=env, check=True)
-        print(f"\napproval UI for the sample CSM (csm@milestone.example) — open this sign-in link:\n  "
-              f"{sign_in_link(Settings.from_env(env), 'csm@milestone.example')}\n"
-              "each approval request also arrives as a notification email with one-tap links (see the outbox)\n",
-              flush=True)
-        asyncio.run(watch_milestones(env["KAFKA_BOOTSTRAP_SERVERS"], Settings.from_env(env), exit_after=args.exit_after,
-                                     alive=lambda: all(c.poll() is None for c in children),
-                                     last_activity=lambda: activity[0]))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if catcher:
-            catcher.stop()
-        if kafka:
-            kafka.stop()
-        print("stopped", flush=True)
-    return 0
+    return up(args.exit_after, _require_bootstrap)
 
 
 def _interrupt(signum, frame):
@@ -287,7 +216,7 @@ def _require_bootstrap(s: Settings) -> str:
     if not s.bootstrap_servers:
         raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `milestones up` for a local broker)")
     if s.bootstrap_servers not in _REACHED:
-        from milestone_stream.kafka_local import check_reachable
+        from milestone_stream.dev.kafka_local import check_reachable
 
         check_reachable(s.bootstrap_servers)
         _REACHED.add(s.bootstrap_servers)
@@ -350,7 +279,7 @@ def _one_line(exc: Exception) -> int | None:
     """Print a known failure as one line on stderr and return the exit status; None for the rest."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from milestone_stream.kafka_local import BrokerError, KafkaUnreachable
+    from milestone_stream.dev.kafka_local import BrokerError, KafkaUnreachable
 
     where = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "the local broker")
     if isinstance(exc, KafkaUnreachable):

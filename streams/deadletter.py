@@ -14,8 +14,8 @@ from typing import Awaitable, Callable
 
 from pydantic import ValidationError
 
-from milestone_stream.codec import CodecError
-from milestone_stream.models import DeadLetter, Record
+from milestone_stream.schemas.codec import CodecError
+from milestone_stream.schemas.records import DeadLetter, Record
 from milestone_stream.observability import DEAD_LETTERS
 
 log = logging.getLogger(__name__)

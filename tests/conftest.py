@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from milestone_stream.kafka_local import LocalKafka
+from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.topics import TopicNames, ensure_topics
+from support.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """`unit` for tests/unit (no broker, no process), `integration` for tests/integration (real broker):
+    `./dev test -m unit` runs the fast ones alone."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in ("unit", "integration"):
+            item.add_marker(folder)
 
 
 def _docker_answers() -> bool:

@@ -1,0 +1,172 @@
+"""The detector's agents: telemetry into the usage rows, CRM changes into the profile rows, and the
+anniversary timer — each firing milestones exactly once.
+
+Why this shape: one consumer group (Faust) owns partitions, tables and their changelogs; the rules
+themselves are plain functions beside this module (usage.py, crm.py, anniversary.py). "Fires once"
+rests on the account row, not on Kafka transactions: each row records the last input offset it
+applied and what it fired, so a replay after a crash regenerates the same milestone ids and counts
+nothing twice; a milestone is acknowledged by the broker before the row that records it is written.
+Next: milestones go to the drafter (agents/drafter/agent.py).
+"""
+from __future__ import annotations
+
+import copy
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from milestone_stream import faust_compat, observability
+from milestone_stream.agents.detector import crm, usage
+from milestone_stream.agents.detector.anniversary import next_due
+from milestone_stream.runtime import Runtime
+from milestone_stream.schedule import DueIndex
+from milestone_stream.schemas.records import CrmChange, FieldChange, TelemetryEvent
+
+
+class BatchIds:
+    """The event-id table as one batch sees it (`usage.SeenIds`): ids remembered in the batch are seen at
+    once and written after the batch's milestones are acknowledged, each to its event's partition."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.event: Any = None  # the event being applied: its partition is the id's changelog partition
+        self._pending: dict[bytes, tuple[int, Any]] = {}
+
+    def first_offset(self, key: bytes) -> int | None:
+        if key in self._pending:
+            return self._pending[key][0]
+        stored = self.table.get(key)
+        return int(stored) if stored is not None else None
+
+    def remember(self, key: bytes, offset: int) -> None:
+        self._pending[key] = (offset, self.event)
+
+    def forget(self, key: bytes, offset: int) -> None:
+        """Undo `remember` for an event that raised (it is parked, and counts when replayed)."""
+        if self._pending.get(key, (None,))[0] == offset:
+            del self._pending[key]
+
+    def write(self, current: Any) -> None:
+        for key, (offset, event) in self._pending.items():
+            if current(event):
+                with faust_compat.as_current(event):
+                    self.table[key] = str(offset).encode()
+
+
+class DetectorAgents:
+    """The usage and CRM agents and the anniversary timer of one worker."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.zone = ZoneInfo(rt.rules.timezone)
+        self.anniversaries: DueIndex[date] = DueIndex()
+
+    def install(self) -> None:
+        rt, app = self.rt, self.rt.app
+        app.agent(rt.channels.telemetry, name="usage")(self.usage_agent)
+        app.agent(rt.channels.crm_input, name="crm")(self.crm_agent)
+        app.timer(interval=rt.settings.anniversary_interval)(self.anniversary_clock)
+        app.on_rebalance_complete.connect(self.reindex)
+        observability.PROGRESS.register("usage", {rt.names.telemetry})
+        observability.PROGRESS.register("crm", {rt.names.crm, rt.names.clock})
+
+    # -- usage --------------------------------------------------------------------------------
+
+    async def usage_agent(self, stream: Any) -> None:
+        s = self.rt.settings
+        await faust_compat.batches_in_order(self.rt.app, stream, "usage", self.count_usage, s.batch_size,
+                                            s.batch_seconds, self.rt.park)
+
+    def reject_usage(self, record: TelemetryEvent) -> tuple[str, str] | None:
+        return usage.rejection(record, self.rt.rules, self.rt.clock.now())
+
+    async def count_usage(self, events: list[Any]) -> None:
+        """A batch: each account's row copied once, its milestones acknowledged together, then one write
+        per row and one per new event id. An event whose rules raise is parked and its account's row
+        taken again from the table with the batch's other events re-applied, so the rest still counts."""
+        rt, rules, table = self.rt, self.rt.rules, self.rt.tables.usage
+        rows: dict[str, dict] = {}
+        applied: dict[str, Any] = {}
+        taken: dict[str, list[tuple[TelemetryEvent, int, Any]]] = {}
+        fired, now = [], rt.clock.now()
+        seen = BatchIds(rt.tables.event_ids)
+        for event in events:
+            record = await rt.decode(event, TelemetryEvent, "usage", check=self.reject_usage)
+            if record is None:
+                continue
+            account, offset = record.account_id, event.message.offset
+            if account not in rows:  # a copy: Faust serializes changelog values late (see usage.copy_row)
+                rows[account] = usage.copy_row(table.get(account))
+            seen.event = event
+            try:
+                status, new = usage.apply_event(rows[account], record, offset, rules, seen, now)
+            except Exception as exc:
+                seen.forget(usage.id_key(account, record.event_id), offset)
+                rows[account] = usage.copy_row(table.get(account))
+                for earlier, at, by in taken.get(account, []):
+                    seen.event = by
+                    usage.apply_event(rows[account], earlier, at, rules, seen, now)
+                await rt.park("usage", event.message, exc)
+                continue
+            taken.setdefault(account, []).append((record, offset, event))
+            if status == usage.BEYOND_HORIZON:
+                msg = event.message
+                await rt.dead_letters.send(stage="usage", reason=status, topic=msg.topic, partition=msg.partition,
+                                           offset=msg.offset, key=msg.key, value=msg.value,
+                                           error=f"occurred_at {record.occurred_at.isoformat()} is more than "
+                                                 f"{rules.dedupe.horizon_days:g} days before now "
+                                                 f"({now.isoformat()}): a duplicate could no longer be recognised")
+            fired += new
+            if status != usage.REPLAYED:  # a duplicate still advances the row's offset
+                applied[account] = event
+        await rt.emit(fired, "usage")
+        # a write only for events still current: else a rebalance began during the acks and the input
+        # is read again by the partition's next owner
+        seen.write(lambda e: faust_compat.current(rt.app, e.message))
+        for account, event in applied.items():
+            if faust_compat.current(rt.app, event.message):
+                with faust_compat.as_current(event):  # the changelog partition is the account's input partition
+                    table[account] = rows[account]
+
+    # -- CRM and anniversaries ----------------------------------------------------------------
+
+    async def crm_agent(self, stream: Any) -> None:
+        await faust_compat.each_in_order(self.rt.app, stream, "crm", self.track_crm, self.rt.park)
+
+    async def track_crm(self, event: Any) -> None:
+        rt = self.rt
+        record = await rt.decode(event, CrmChange, "crm")
+        if record is None:
+            return
+        row = copy.deepcopy(rt.tables.profiles.get(record.account_id)) or crm.new_row()
+        # a tick carries its own date, so a replay decides exactly as the first run did
+        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
+        today = date.fromisoformat(str(tick)) if tick else rt.clock.now().astimezone(self.zone).date()
+        origin = (event.message.topic, event.message.offset)
+        fired = crm.apply_change(row, record, origin, rt.rules, today)
+        rt.check_fits(row, f"profile of account {record.account_id!r}")
+        await rt.emit(fired, "crm")
+        rt.tables.profiles[record.account_id] = row
+        self.anniversaries.schedule(record.account_id, self.next_anniversary(row))
+
+    def next_anniversary(self, row: dict) -> date | None:
+        start = crm.contract_start(row)
+        due = next_due(start, self.rt.rules.anniversary_years, set(row["a"])) if start else None
+        return due[0] if due else None
+
+    async def anniversary_clock(self) -> None:
+        """Ticks to the CRM agent for the accounts whose anniversary is due (only a stream writes a table)."""
+        rt = self.rt
+        if not faust_compat.settled(rt.app):
+            return
+        self.anniversaries.refresh(list(rt.tables.profiles.items()), self.next_anniversary)
+        today = rt.clock.now().astimezone(self.zone).date()
+        for account in self.anniversaries.pop_due(today):
+            tick = CrmChange(change_id=f"clock:{account}:{today.isoformat()}", account_id=account,
+                             changes=[FieldChange(field=crm.ANNIVERSARY_DUE, value=today.isoformat())],
+                             occurred_at=rt.clock.now(), source="milestone-stream.clock")
+            await rt.channels.clock.send(key=account.encode(), value=tick.to_avro())
+
+    async def reindex(self, app: Any, **kwargs: Any) -> None:
+        self.anniversaries.clear()
+

@@ -1,0 +1,232 @@
+"""Drafting a congratulations note: the deterministic template, the grounding guard, and rendering.
+
+Why this split: the model (sinks/claude.py) and the template both produce only a subject and body
+paragraphs; the guard checks them against the compiled context; rendering then adds what must never
+come from a model — the greeting to a recipient from CRM data, the CSM's signature, the links.
+
+Why the guard is strict: a draft is read by a customer's executive under the vendor's name, and it
+is written from CRM text that anyone with CRM access (or an integration) can set. So the guard
+rejects every link or address in any spelling, and every figure (in digits or words) that a cited
+fact does not state. A false alarm costs a template draft; a miss costs the customer's trust.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from milestone_stream.schemas.records import Milestone
+from milestone_stream.rules import Rules
+from milestone_stream.agents.drafter.context import (
+    LABEL_LIMIT, NAME_LIMIT, NUMBER_WORDS, TITLE_LIMIT, Context, Stated, clean_text, figures_in, fold,
+)
+
+TEMPLATE = "template"
+SUBJECT_LIMIT = 160
+HEADLINES_LIMIT = 400    # characters of milestone headlines in one note; the rest become "and more"
+MODULES_NAMED = 5        # module names the template lists; beyond, it gives the count
+
+_SCHEMES = ("https?|s?ftp|ftps|mailto|data|javascript|vbscript|livescript|tel|sms|smsto|mms|file|about|blob|"
+            "callto|sip|sips|skype|facetime|ws|wss|irc|ircs|news|nntp|urn|magnet|market|intent|itms|itms-apps|"
+            "webcal|ssh|telnet|ldap|gopher|git|svn|fb|tg|whatsapp|viber|slack|zoommtg|ms-[a-z-]+")
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+# What the guard rejects, checked in this order on the folded text (see `fold`): (what, pattern).
+LINK_RULES: list[tuple[str, re.Pattern]] = [(what, re.compile(pattern)) for what, pattern in [
+    ("a link", r"[a-z][a-z0-9+.-]{0,31}\s*:\s*/\s*/"),                                   # any scheme://
+    ("a link", rf"(?<![\w-])(?:{_SCHEMES}):(?=\S)"),                                      # mailto:x, data:…
+    ("a link", r"(?<![\w-])(?:https?|ftp|mailto|javascript|vbscript|tel|sms|callto)\s*:"),  # "mailto: x"
+    ("a defanged link", r"(?<![\w-])(?:h(?:xx|\*\*|x\*|\*x|tt)ps?|fxp|hxxp|meow)(?![\w-])"),
+    ("a defanged link", r"[\[({<]\s*(?:\.|dot|:|/|://|@|at)\s*[\])}>]"),                  # [.] (dot) [at] [:]
+    ("a link", r"(?<![\w-])www\d{0,3}\s*(?:\.|\[|\(|\{|dot\b)"),
+    ("an email address", r"@"),
+    ("an email address", rf"(?<![\w-])[\w.+-]+\s+at\s+{_LABEL}\s+dot\s+{_LABEL}"),   # boss at evil dot example
+    ("a defanged link", rf"(?<![\w-]){_LABEL}\s+dot\s+{_LABEL}"),                        # evil dot example
+    ("a defanged link", rf"(?<![\w-]){_LABEL}\s+\.\s*[^\W\d_]{{2,63}}(?![\w-])"),          # evil . example
+    ("an IP address", r"(?<![\w.])\d{1,3}(?:\s*\.\s*\d{1,3}){3}(?![\w])"),
+    ("a link", r"(?<![\w-])localhost(?![\w-])"),
+    ("a domain name", rf"(?<![\w-])(?:{_LABEL}\.)+(?:[^\W\d_]{{2,63}}|xn--[\w-]+)(?![\w-])"),   # evil.example/claim
+]]
+
+
+class DraftFailed(Exception):
+    """The template cannot write a valid note from this context (the drafter dead-letters the
+    milestones as `draft_failed`). Hostile CRM data alone should never cause it: it is cleaned first."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Note(BaseModel):
+    """What a drafter writes: a subject and plain-text paragraphs. Nothing else is taken from it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    subject: str = Field(min_length=3, max_length=SUBJECT_LIMIT)
+    paragraphs: list[str] = Field(min_length=1, max_length=8)
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, subject: str) -> str:
+        if "\r" in subject or "\n" in subject:
+            raise ValueError("subject must be one line")
+        return subject.strip()
+
+    @field_validator("paragraphs")
+    @classmethod
+    def _short_paragraphs(cls, paragraphs: list[str]) -> list[str]:
+        if any(not p.strip() or len(p) > 1500 for p in paragraphs):
+            raise ValueError("paragraphs must be non-empty and at most 1,500 characters")
+        return [p.strip() for p in paragraphs]
+
+
+def find_link(text: str) -> tuple[str, str] | None:
+    """The first link, address or host name in a text, in any spelling: (what, as written), or None."""
+    folded = fold(text)
+    for what, pattern in LINK_RULES:
+        found = pattern.search(folded)
+        if found:
+            return what, found.group(0)
+    return None
+
+
+def guard(note: Note, ctx: Context) -> str | None:
+    """Why the note may not be used, or None.
+
+    No link, address or host name in any spelling (`LINK_RULES`), and every figure it states, in
+    digits or in words, must be one a cited fact states, as a number, a percentage or a date
+    (`Context.allowed_figures`). A CRM name written verbatim (the account's "3M") is a name, not a
+    figure, unless a percentage follows it."""
+    text = "\n".join([note.subject, *note.paragraphs])
+    link = find_link(text)
+    if link:
+        return (f"the draft contains a link or address ({link[0]}: {clean_text(link[1], 60)!r}); "
+                f"links and recipients come from data only")
+    allowed = ctx.allowed_figures()
+    invented = [s for s in figures_in(mask_names(fold(text), ctx.quoted_names())) if not grounded(s, allowed)]
+    if invented:
+        shown = ", ".join(dict.fromkeys(clean_text(s.text, 40) for s in invented))
+        return f"the draft states {shown}, not in the compiled context"
+    return None
+
+
+def grounded(stated: Stated, allowed: set) -> bool:
+    """A figure is grounded by a fact stating the same value of the same kind; "thousands" never is."""
+    return stated.kind != "vague" and stated.key in allowed
+
+
+def mask_names(folded: str, names: list[str]) -> str:
+    """The text without verbatim occurrences of CRM names, so that a name's digits are not read as
+    figures. A name is masked only as a whole (word boundaries), not when "%" or "percent" follows
+    it, and only if it has a letter outside number words: an account named "9999999" or "Two
+    Million" grounds nothing."""
+    for name in sorted({fold(n) for n in names}, key=len, reverse=True):
+        words = re.findall(r"[^\W\d_]+", name)
+        if not any(w not in NUMBER_WORDS for w in words):
+            continue
+        folded = re.sub(rf"(?<!\w){re.escape(name)}(?!\w)(?!\s*(?:%|percent|per\s+cent|pct))", " ", folded)
+    return folded
+
+
+def phrase(metric: str | None, ctx: Context, rules: Rules) -> str:
+    """The metric in the customer's words: "touchpoints with clients" for financial services."""
+    framing = rules.drafting.framing.get(metric or "", {})
+    if ctx.industry and ctx.industry.lower() in framing:
+        return framing[ctx.industry.lower()]
+    usage = rules.usage.get(metric or "")
+    return (usage.label if usage and usage.label else clean_text((metric or "").replace("_", " "), LABEL_LIMIT))
+
+
+def headline(m: Milestone, ctx: Context, rules: Rules) -> str:
+    if m.kind == "usage_threshold" and _finite(m.threshold):
+        return f"{m.threshold:,.0f} {phrase(m.metric, ctx, rules)}"
+    if m.kind == "roi_threshold" and _finite(m.value) and abs(m.value) < 1e6:
+        return f"{m.value:,.2f}".rstrip("0").rstrip(".") + "% ROI"
+    title = clean_text(m.title, TITLE_LIMIT) or m.kind.replace("_", " ")
+    return title[0].lower() + title[1:] if title[:1].isupper() and not title[:2].isupper() else title
+
+
+def template_note(ctx: Context, rules: Rules) -> Note:
+    """The deterministic draft: same context, same words. Raises only DraftFailed."""
+    heads = _headlines(ctx, rules)
+    joined = heads[0] if len(heads) == 1 else ", ".join(heads[:-1]) + " and " + heads[-1]
+    paragraphs = [f"Congratulations to everyone at {ctx.account_name} on reaching {joined}."]
+    detail = []
+    if ctx.customer_since:
+        detail.append(f"since {ctx.customer_since.isoformat()} your team has built real momentum")
+    modules = ctx.modules_adopted
+    if len(modules) == 1:
+        detail.append(f"you have made {modules[0]} part of how you work")
+    elif 1 < len(modules) <= MODULES_NAMED:
+        detail.append(f"you now use {len(modules)} of our modules ({', '.join(modules)})")
+    elif modules:
+        detail.append(f"you now use {len(modules)} of our modules")
+    if detail:
+        sentence = " and ".join(detail)
+        paragraphs.append(f"{sentence[0].upper()}{sentence[1:]}. It is a pleasure to see what you achieve with it.")
+    usage_metric = next((m.metric for m in ctx.milestones if m.kind == "usage_threshold"), None)
+    if rules.drafting.close_with == "pace" and ctx.pace and usage_metric:
+        paragraphs.append(f"At your current pace you will reach "
+                          f"{ctx.pace.figure.replace(' in about', ' ' + phrase(usage_metric, ctx, rules) + ' in about')}"
+                          f" — we would love to help you get there.")
+    elif rules.drafting.close_with == "advocacy" and rules.drafting.advocacy_link:
+        paragraphs.append("If our work together has helped, would you consider sharing your experience in a short review?")
+    subject = f"Congratulations, {ctx.account_name}: {joined}"
+    if len(subject) > SUBJECT_LIMIT:   # never cut inside a name or a figure
+        subject = f"Congratulations, {ctx.account_name}!"
+    try:
+        return Note(subject=subject, paragraphs=paragraphs)
+    except ValidationError as exc:
+        raise DraftFailed(f"the template could not write a valid note: {exc.errors()[0]['msg']}") from exc
+
+
+def _headlines(ctx: Context, rules: Rules) -> list[str]:
+    """The milestones' headlines, as many as fit in HEADLINES_LIMIT characters, then "more"."""
+    heads, used = [], 0
+    for h in (headline(m, ctx, rules) for m in ctx.milestones):
+        if heads and used + len(h) > HEADLINES_LIMIT:
+            return heads + ["more"]
+        heads.append(h)
+        used += len(h) + 2
+    return heads or ["a milestone"]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) < 1e15
+
+
+class Rendered(BaseModel):
+    subject: str
+    body_text: str
+    body_html: str
+
+
+def render(note: Note, ctx: Context, rules: Rules, recipient_name: str | None) -> Rendered:
+    """The email as sent: greeting and signature from CRM data (cleaned), every data value HTML-escaped.
+    A blank recipient name greets the account's team."""
+    first = clean_text(recipient_name, NAME_LIMIT).split()
+    greeting = f"Dear {first[0]}," if first else f"Dear {ctx.account_name} team," if ctx.account_name else "Hello,"
+    closing = ["Warm regards,", clean_text(ctx.csm_name, NAME_LIMIT) or "Your Customer Success team"]
+    link = rules.drafting.advocacy_link if rules.drafting.close_with == "advocacy" else None
+    return Rendered(subject=note.subject, body_text=text_body(greeting, note.paragraphs, closing, link),
+                    body_html=html_body(greeting, note.paragraphs, closing, link))
+
+
+def text_body(greeting: str, paragraphs: list[str], closing: list[str], link: str | None = None) -> str:
+    blocks = [greeting, *paragraphs, *([link] if link else []), "\n".join(closing)]
+    return "\n\n".join(blocks) + "\n"
+
+
+def html_body(greeting: str, paragraphs: list[str], closing: list[str], link: str | None = None) -> str:
+    e = html.escape
+    parts = [f"<p>{e(greeting)}</p>", *(f"<p>{e(p)}</p>" for p in paragraphs)]
+    if link:
+        parts.append(f'<p><a href="{e(link, quote=True)}">{e(link)}</a></p>')
+    parts.append("<p>" + "<br>".join(e(line) for line in closing) + "</p>")
+    return "\n".join(parts)
+
+
+def html_from_text(body_text: str) -> str:
+    """An edited plain-text body as HTML: paragraphs on blank lines, everything escaped."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", body_text.strip()) if p.strip()]
+    return "\n".join("<p>" + "<br>".join(html.escape(line) for line in p.splitlines()) + "</p>" for p in paragraphs)

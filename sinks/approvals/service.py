@@ -1,0 +1,42 @@
+"""The approval UI as a long-running service (`milestones ui`).
+
+Why its own process: the UI scales with CSMs (any number behind a load balancer, each rebuilding
+the same view from the topics) and needs none of the worker's tables.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from milestone_stream.kafka_io import producer
+from milestone_stream.schemas.records import ApprovalDecision
+from milestone_stream.settings import Settings
+from milestone_stream.signals import stop_on_signals
+from milestone_stream.sinks.approvals.signing import Signer
+from milestone_stream.sinks.approvals.view import ApprovalView
+from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.topics import TopicNames
+
+
+async def serve_ui(settings: Settings, bootstrap: str) -> None:
+    signer = Signer(settings.signing_key())
+    names = TopicNames(settings.topic_prefix)
+    stop = stop_on_signals()
+    view = ApprovalView(bootstrap, names)
+    await view.start()
+    try:
+        await view.caught_up()
+        async with producer(bootstrap) as prod:
+            async def publish(decision: ApprovalDecision):
+                return await prod.send_and_wait(names.approval_decisions, key=decision.approval_id.encode(),
+                                                value=decision.to_avro())
+
+            ui = ApprovalUI(view, signer, publish, trusted_header=settings.ui_trusted_header,
+                            secure_cookies=settings.ui_url.startswith("https://"))
+            runner = web.AppRunner(ui.app(), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.ui_bind, settings.ui_port).start()
+            print(f"approval UI listening on {settings.ui_bind}:{settings.ui_port} ({settings.ui_url})", flush=True)
+            await stop.wait()
+            await runner.cleanup()
+    finally:
+        await view.stop()

@@ -1,0 +1,38 @@
+"""The worker's tables, declared once: each a changelog-backed Faust table keyed by account.
+
+Why here and not in each stage: the drafter reads the detector's rows (the context of a note), so
+the tables are shared; declaring them in one place keeps their names, partitions and changelog
+settings (the event-id table's retention) together. Each row's shape is owned by one module:
+`usage` by agents/detector/usage.py, `profiles` by agents/detector/crm.py, `celebrations` by
+agents/drafter/policy.py, `event_ids` by agents/detector/usage.py (`SeenIds`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import faust
+
+from milestone_stream.rules import Rules
+from milestone_stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class Tables:
+    usage: faust.Table         # account → usage row (totals, spike windows, input offset)
+    profiles: faust.Table      # account → CRM profile row
+    event_ids: faust.Table     # 16-byte event id key → input offset that first carried it
+    celebrations: faust.Table  # account → the drafter's row (held milestones, last note)
+
+
+def declare(app: faust.App, settings: Settings, rules: Rules) -> Tables:
+    # the broker drops event-id entries once no event they could match is accepted any more
+    retention = timedelta(days=rules.dedupe.horizon_days + 1, seconds=rules.max_future_skew_seconds)
+    return Tables(
+        usage=app.Table("usage", key_type=str, partitions=settings.partitions),
+        profiles=app.Table("profiles", key_type=str, partitions=settings.partitions),
+        event_ids=app.Table("event_ids", key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                            extra_topic_configs={"cleanup.policy": "compact,delete",
+                                                 "retention.ms": str(int(retention.total_seconds() * 1000))}),
+        celebrations=app.Table("celebrations", key_type=str, partitions=settings.partitions),
+    )
