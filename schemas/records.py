@@ -203,6 +203,14 @@ class EmailOutcome(Record):
     recorded_at: datetime
     purpose: Literal["customer_email", "csm_notification", "csm_webhook"] = "customer_email"
 
+    #: outcomes after which a message is never attempted again (`attempting` and `retrying` are not)
+    TERMINAL: ClassVar[frozenset[str]] = frozenset({"sent", "failed", "unknown", "not_sent"})
+
+    @property
+    def terminal(self) -> bool:
+        """This message is done with: the sender does not touch it again, the UI shows it as final."""
+        return self.outcome in self.TERMINAL
+
 
 class DeadLetter(Record):
     schema_name: ClassVar[str] = "dead_letter"

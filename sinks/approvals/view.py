@@ -22,8 +22,6 @@ from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, 
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"sent", "failed", "unknown", "not_sent"}
-
 
 def status(request: ApprovalRequest, decision: ApprovalDecision | None, outcomes: list[EmailOutcome],
            now: datetime) -> str:
@@ -32,7 +30,7 @@ def status(request: ApprovalRequest, decision: ApprovalDecision | None, outcomes
         return "expired" if now >= request.expires_at else "pending"
     if decision.decision == "dont_send":
         return "not sent"
-    final = [o for o in outcomes if o.outcome in TERMINAL and o.purpose == "customer_email"]
+    final = [o for o in outcomes if o.terminal and o.purpose == "customer_email"]
     if any(o.outcome == "sent" for o in final):
         return "sent"
     if final:

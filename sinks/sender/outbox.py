@@ -27,8 +27,6 @@ from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, Sm
 
 log = logging.getLogger(__name__)
 
-DONE = {"sent", "failed", "unknown", "not_sent"}
-
 
 class Sender:
     def __init__(self, bootstrap: str, names, group_id: str, smtp: SmtpConfig, links, *,
@@ -109,7 +107,7 @@ class Sender:
                 record, _csm_name(record), self.domain, self.sender_address))
 
     def _done(self, approval_id: str, purpose: str) -> bool:
-        return any(o.outcome in DONE for o in self.outcomes.get((approval_id, purpose), []))
+        return any(o.terminal for o in self.outcomes.get((approval_id, purpose), []))
 
     async def email_once(self, approval_id: str, purpose: str, origin, build) -> None:
         """Build the email and its envelope (a refused header or address is a permanent failure), then

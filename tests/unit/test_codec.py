@@ -1,5 +1,6 @@
 """The Avro contracts and single-object encoding (pure logic, no broker)."""
 import io
+import typing
 from datetime import datetime, timezone
 
 import pytest
@@ -8,7 +9,7 @@ from fastavro import parse_schema, schemaless_writer
 from milestone_stream import schemas
 from milestone_stream.schemas.codec import (MARKER, CorruptBody, UnknownFingerprint, WrongMarker, codec,
                                     schema_fingerprint)
-from milestone_stream.schemas.records import RECORD_TYPES, ApprovalDecision, TelemetryEvent
+from milestone_stream.schemas.records import RECORD_TYPES, ApprovalDecision, EmailOutcome, TelemetryEvent
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -104,3 +105,8 @@ def test_every_schema_documents_every_field_and_matches_its_model(name):
 def test_invalid_value_is_rejected_by_the_model():
     with pytest.raises(ValueError, match="finite number"):
         event(value=-1)
+
+
+def test_terminal_outcomes_are_outcomes_of_the_contract():
+    outcomes = set(typing.get_args(EmailOutcome.model_fields["outcome"].annotation))
+    assert EmailOutcome.TERMINAL < outcomes and not {"attempting", "retrying"} & EmailOutcome.TERMINAL
