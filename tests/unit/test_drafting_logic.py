@@ -8,7 +8,8 @@ from milestone_stream.schemas.records import Milestone
 from milestone_stream.rules import Drafting, Rules
 from milestone_stream.agents.drafter import policy
 from milestone_stream.agents.drafter.context import compile_context, numbers_in
-from milestone_stream.agents.drafter.template import Note, guard, render, template_note
+from milestone_stream.agents.drafter.guard import guard
+from milestone_stream.agents.drafter.template import Note, render, template_note
 
 from support.drafting import DAY, NOW, rows, usage_milestone
 
