@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timezone
 
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now
 from milestone_stream.agents.detector.origins import republished
+from milestone_stream.dates import iso_date
 from milestone_stream.ids import milestone_id
 from milestone_stream.schemas.records import CrmChange, Evidence, Milestone
 from milestone_stream.rules import Rules
@@ -28,10 +29,7 @@ def new_row() -> dict:
 
 def contract_start(row: dict) -> date | None:
     raw = row["p"].get("contract_start")
-    try:
-        return date.fromisoformat(str(raw)[:10]) if raw else None
-    except ValueError:
-        return None
+    return iso_date(str(raw)) if raw else None
 
 
 def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: Rules,

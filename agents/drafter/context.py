@@ -22,6 +22,7 @@ from typing import NamedTuple, Union
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from milestone_stream.agents.detector.crm import PER_DATE
+from milestone_stream.dates import iso_date
 from milestone_stream.schemas.records import Citation, Contact, Milestone
 from milestone_stream.rules import Rules
 
@@ -580,11 +581,8 @@ def _date(raw, now: datetime) -> date | None:
     """An ISO date from 1900 up to today, else None."""
     if not isinstance(raw, str) or not raw:
         return None
-    try:
-        day = date.fromisoformat(raw[:10])
-    except ValueError:
-        return None
-    return day if date(1900, 1, 1) <= day <= now.date() else None
+    day = iso_date(raw)
+    return day if day is not None and date(1900, 1, 1) <= day <= now.date() else None
 
 
 def _shown(value) -> str:

@@ -1,0 +1,23 @@
+"""Calendar dates read from CRM text (pure logic)."""
+from datetime import date
+
+import pytest
+
+from milestone_stream.dates import iso_date
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-06-01", date(2024, 6, 1)),
+    ("2024-02-29", date(2024, 2, 29)),
+    ("2024-06-01T23:30:00-05:00", date(2024, 6, 1)),   # the date as written, never moved to UTC
+    ("2024-06-01T00:00:00Z", date(2024, 6, 1)),
+    ("2024-06-01 and more text", date(2024, 6, 1)),
+    ("20240601", date(2024, 6, 1)),                     # ISO basic format (Python 3.11's fromisoformat)
+])
+def test_the_date_an_iso_text_starts_with(text, expected):
+    assert iso_date(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "2023-02-29", "2024-13-01", "01/06/2024", "2024-6-1"])
+def test_text_that_does_not_start_with_a_date_is_none(text):
+    assert iso_date(text) is None
