@@ -15,6 +15,7 @@ import tempfile
 
 import faust
 
+from milestone_stream import faust_compat
 from milestone_stream.settings import Settings
 
 
@@ -41,8 +42,7 @@ def main() -> None:
     bootstrap, topic, group, mode = sys.argv[1:5]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    worker = faust.Worker(build(bootstrap, topic, group, mode), loop=loop, loglevel="ERROR", quiet=True)
-    worker.spinner = None  # see cli.cmd_worker
+    worker = faust_compat.worker(build(bootstrap, topic, group, mode), loop=loop, loglevel="ERROR")  # no spinner
     worker.execute_from_commandline()
 
 

@@ -26,8 +26,7 @@ def cmd_topics(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    import faust
-
+    from milestone_stream import faust_compat
     from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.app import build_app, required_topics
     from milestone_stream.topics import ensure
@@ -48,11 +47,8 @@ def cmd_worker(args) -> int:
     app = build_app(s, rules, clock, adapters)
     # every topic an agent or table uses exists, with its partitions, before any agent starts
     loop.run_until_complete(ensure(s.bootstrap_servers, required_topics(app, s), s.replication_factor))
-    worker = faust.Worker(app, loop=loop, loglevel=s.log_level.upper(), quiet=True,
-                          logging_config=logs.config(s.log_level))
-    # Faust's progress spinner turns the root logger to DEBUG at warning level and above, so every
-    # debug record of aiokafka and Faust would be built (a tenth of the worker's time); no spinner
-    worker.spinner = None
+    # a quiet worker without Faust's progress spinner (why: faust_compat/worker.py)
+    worker = faust_compat.worker(app, loop=loop, loglevel=s.log_level.upper(), logging_config=logs.config(s.log_level))
     worker.execute_from_commandline()
     return 0
 

@@ -1,0 +1,37 @@
+"""Which event a table write belongs to, and whether a message or a timer may act now.
+
+Why here: a Faust table write takes its changelog partition from Faust's *current event*, held in
+the private context variable `faust.streams._current_event`. A batched agent (and a timer) writes
+outside Faust's own per-event loop, so it sets that variable itself (`as_current`). This is the only
+module that names it; `private.PRIVATE_NAMES` declares its shape and a unit test checks it.
+`current` and `settled` read public state only, and sit here because the other modules ask them.
+"""
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+
+from faust.streams import _current_event
+
+
+def current(app, message) -> bool:
+    """Was the message fetched under the group generation in force, with no rebalance under way (Faust
+    suspends the flow when one begins)? Faust skips, yet acknowledges, the messages for which this is
+    false: the guard does not count them, and a batch writes no rows for them — by then their
+    partition may be another worker's, and a late write would land in its changelog."""
+    return message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
+
+
+@contextmanager
+def as_current(event):
+    """Make `event` Faust's current event: a table write takes its changelog partition from it."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def settled(app) -> bool:
+    """Timers that read tables act only on a settled assignment whose tables are fully recovered."""
+    return not app.rebalancing and app.tables.recovery.completed.is_set()

@@ -1,0 +1,84 @@
+"""The loops every agent runs: events in partition order, a failing step parked, never acknowledged lost.
+
+Why these and not Faust's bare `async for`: when a step raises, Faust restarts the agent and
+acknowledges the event, losing it without a trace; and around a rebalance it may hand over a message
+fetched under an older generation. These loops use only Faust's public stream API plus `current`
+(events.py) and `admit` (consumer.py). `admit` is looked up on the package at each call
+(`faust_compat.admit`), the seam a test patches to make an agent's loop itself fail
+(tests/support/faults.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import milestone_stream.faust_compat as compat
+from milestone_stream.faust_compat.events import current
+from milestone_stream.observability import PROGRESS, RUNNING
+
+#: park(agent, message, exc): dead-letter an input whose processing raised
+Park = Callable[[str, Any, Exception], Awaitable[object]]
+
+DEAD_LETTER_EXIT = 71  # a record could be neither processed nor dead-lettered
+
+log = logging.getLogger("milestone_stream.faust_compat")  # the logger name from before the split
+
+
+async def each_in_order(app, stream, agent: str, step, park: Park) -> None:
+    """The loop of every agent: each event admitted in partition order, then `step(event)`, measured.
+
+    A step that raises parks its event as a dead letter (`park`) and the loop goes on: Faust would
+    otherwise restart the agent and acknowledge the event, losing it without a trace."""
+    with RUNNING.loop(agent):
+        async for event in stream.events():
+            if compat.admit(app, event):
+                with PROGRESS.record(agent):
+                    try:
+                        await step(event)
+                    except Exception as exc:
+                        await park_or_stop(park, agent, event.message, exc)
+
+
+async def batches_in_order(app, stream, agent: str, step, size: int, within: float, park: Park) -> None:
+    """The loop of a batched agent: up to `size` events (or what came within `within` seconds), those
+    of the current group generation admitted in partition order, then `step(events)`, measured.
+
+    Faust acknowledges a batch's events only after `step` returns; an event of an older generation
+    (fetched before a rebalance) is left out, exactly as Faust's own per-event loop skips it. A batch
+    whose step raises is taken again one event at a time, so the others are applied and only the
+    event that raises is parked (a step writes nothing before its milestones are acknowledged, and
+    the rows' input offsets make the second pass skip what the first one already wrote)."""
+    with RUNNING.loop(agent):
+        async for events in stream.take_events(size, within=within):
+            taken = [e for e in events if current(app, e.message) and compat.admit(app, e)]
+            if taken:
+                with PROGRESS.record(agent, len(taken)):
+                    await _batch_or_each(step, taken, agent, park)
+
+
+async def _batch_or_each(step, taken: list, agent: str, park: Park) -> None:
+    try:
+        return await step(taken)
+    except Exception:
+        log.warning("a batch raised; taking it again one event at a time", extra={"agent": agent})
+    for event in taken:
+        try:
+            await step([event])
+        except Exception as exc:
+            await park_or_stop(park, agent, event.message, exc)
+
+
+async def park_or_stop(park: Park, agent: str, message, exc: Exception) -> None:
+    """Dead-letter `message`; if even that fails, stop the process at once: an exit commits nothing,
+    where letting the exception reach Faust would acknowledge (and later commit) the message."""
+    try:
+        await park(agent, message, exc)
+    except Exception as fatal:
+        print(f"milestones: could not dead-letter {message.topic}[{message.partition}]@{message.offset} "
+              f"after {type(exc).__name__} ({type(fatal).__name__}: {fatal}); stopping without committing it",
+              file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(DEAD_LETTER_EXIT)

@@ -1,0 +1,81 @@
+"""Every private (or undocumented) Faust and aiokafka name this package relies on, with its shape.
+
+Why a declaration: these names are not API and can move in any release. Pinning faust-streaming and
+aiokafka to the tested minor versions (pyproject.toml) keeps an upgrade deliberate; this list, checked
+by tests/unit/test_faust_compat.py, makes it fail loudly in CI instead of silently losing the
+correction (a renamed `_new_offset` would simply never be called, and commits would pass a hole).
+Update the list together with the code that uses a name, and the pins together with the test run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: the versions the corrections were written and tested against (kept equal to pyproject.toml's pins)
+PINNED = {"faust-streaming": (">=0.15.3", "<0.16"), "aiokafka": (">=0.14", "<0.15")}
+
+
+@dataclass(frozen=True)
+class Private:
+    """One relied-on name: `module` + `qualname` locate it; `kind` says which shape is checked.
+
+    - "contextvar": a `contextvars.ContextVar` at module level.
+    - "method": a function on a class, called (or overridden and called by Faust) as
+      `method(*args, **{k: ... for k in kwargs})` — the signature must bind those names.
+    - "attribute": an attribute of instances of the class, an instance of `type` (checked on live
+      objects built without a broker).
+    - "class": a class we subclass, constructed with `args`/`kwargs` (its signature must bind them).
+    - "logger": a module whose logger has the name `qualname` and whose source logs `text`.
+    `read_by`, when set, is a function whose source must still mention the name: the place Faust or
+    aiokafka reads it, so that setting it still has an effect.
+    """
+
+    module: str
+    qualname: str
+    kind: str
+    used_by: str
+    why: str
+    args: tuple[str, ...] = ()
+    kwargs: tuple[str, ...] = ()
+    type: str = ""
+    read_by: str = ""
+    text: str = ""
+
+
+PRIVATE_NAMES: tuple[Private, ...] = (
+    Private("faust.streams", "_current_event", "contextvar", "events.as_current",
+            "holds a weakref to the event being processed; a table write takes its changelog partition from it",
+            read_by="faust.streams.current_event"),
+    Private("faust.transport.consumer", "Consumer._unacked_messages", "attribute", "consumer.OrderedConsumer.ack",
+            "messages Faust waits for before it commits on stop/rebalance; one released uncounted is discarded",
+            type="collections.abc.MutableSet", read_by="faust.transport.consumer.Consumer.wait_empty"),
+    Private("faust.transport.consumer", "Consumer._new_offset", "method", "consumer.OrderedConsumer._new_offset",
+            "the offset Faust is about to commit for a partition (None: nothing); overridden to stop at a hole",
+            args=("tp",)),
+    Private("faust.transport.consumer", "Consumer.ack", "method", "consumer.OrderedConsumer.ack",
+            "counts a processed message for the commit; overridden to leave out what passed a hole",
+            args=("message",)),
+    Private("faust.transport.consumer", "Consumer.on_partitions_revoked", "method",
+            "consumer.OrderedConsumer.on_partitions_revoked", "forget the holes of partitions given away",
+            args=("revoked",)),
+    Private("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread", "method",
+            "consumer.OrderedConsumer._new_consumer_thread", "builds the thread that owns aiokafka's consumer"),
+    Private("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "class", "consumer._ConsumerThread",
+            "subclassed to bound the fetch wait; built as Faust builds it", args=("consumer",),
+            kwargs=("loop", "beacon")),
+    Private("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer", "method",
+            "consumer._ConsumerThread._create_worker_consumer", "builds a worker's aiokafka consumer from Faust's settings",
+            args=("transport",)),
+    Private("aiokafka.consumer.consumer", "AIOKafkaConsumer._fetch_max_wait_ms", "attribute",
+            "consumer._ConsumerThread._create_worker_consumer",
+            "how long the broker may hold a fetch; read when the consumer starts its fetcher", type="builtins.int",
+            read_by="aiokafka.consumer.consumer.AIOKafkaConsumer.start"),
+    Private("faust.tables.recovery", "faust.tables.recovery", "logger", "recovery.install",
+            "changelog recovery logs a failed record as a warning and goes on; the filter stops the worker",
+            text="Error in recovery"),
+    Private("faust.worker", "Worker.spinner", "attribute", "worker.worker",
+            "with a spinner, Faust sets the root logger to DEBUG at WARN level and above (every debug record of "
+            "aiokafka and Faust built); the worker has none", read_by="faust.worker.Worker._setup_spinner_handler"),
+    Private("faust.worker", "Worker.on_setup_root_logger", "method", "worker.worker",
+            "where Faust installs the spinner's handler, called by mode with the root logger and level",
+            args=("logger", "level")),
+)
