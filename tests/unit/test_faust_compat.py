@@ -1,0 +1,162 @@
+"""Every private Faust / aiokafka name faust_compat relies on still exists with the shape it relies on.
+
+Why: those names are not API; an upgrade that renames or reshapes one would not fail, it would just
+stop correcting Faust (a `_new_offset` never called again commits past a skipped message). These
+tests read `faust_compat.PRIVATE_NAMES` and check each entry against the installed packages, build
+the live objects faust_compat builds (without a broker), and check the installed versions against
+the pins. No broker, no process.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import contextvars
+import importlib
+import inspect
+import logging
+import tomllib
+from importlib.metadata import version
+
+import faust
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from milestone_stream import faust_compat
+from milestone_stream.faust_compat import consumer as compat_consumer
+from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES, Private
+from support.helpers import REPO
+
+
+def resolve(dotted: str):
+    """`package.module.Class.attr` → the object, importing the longest module prefix."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for name in parts[i:]:
+            obj = inspect.getattr_static(obj, name) if isinstance(obj, type) else getattr(obj, name)
+        return obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
+    raise ImportError(dotted)
+
+
+def owner_and_name(p: Private):
+    *owner, name = f"{p.module}.{p.qualname}".split(".")
+    return resolve(".".join(owner)), name
+
+
+def by_kind(kind: str) -> list:
+    return [pytest.param(p, id=f"{p.module}.{p.qualname}") for p in PRIVATE_NAMES if p.kind == kind]
+
+
+def binds(sig: inspect.Signature, p: Private, self: bool) -> None:
+    placeholders = [object()] * (len(p.args) + self)
+    sig.bind(*placeholders, **{k: object() for k in p.kwargs})  # raises TypeError when the shape changed
+    named = list(sig.parameters)[self:self + len(p.args)]
+    assert named == list(p.args), f"{p.qualname}: leading parameters {named}, relied on {list(p.args)}"
+
+
+@pytest.fixture(scope="module")
+async def live():
+    """The objects faust_compat builds, built as the worker builds them, without touching a broker."""
+    app = faust.App("faust-compat-shape-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+    compat_consumer.install(app)  # the consumer only: the recovery filter is process-wide
+    thread = app.consumer._new_consumer_thread()
+    kafka = thread._create_worker_consumer(app.transport)
+    worker = faust.Worker(app, loop=asyncio.get_running_loop(), quiet=True)  # Faust's own, spinner and all
+    yield {"app": app, "consumer": app.consumer, "thread": thread, "kafka": kafka, "worker": worker}
+    await kafka.stop()
+
+
+def test_every_entry_has_a_known_kind_and_says_why():
+    kinds = {"contextvar", "method", "attribute", "class", "logger"}
+    for p in PRIVATE_NAMES:
+        assert p.kind in kinds and p.why and p.used_by, p
+
+
+@pytest.mark.parametrize("p", by_kind("contextvar"))
+def test_context_variable(p: Private):
+    assert isinstance(resolve(f"{p.module}.{p.qualname}"), contextvars.ContextVar)
+
+
+@pytest.mark.parametrize("p", by_kind("method"))
+def test_method_binds_as_called(p: Private):
+    owner, name = owner_and_name(p)
+    assert isinstance(owner, type), p
+    method = resolve(f"{p.module}.{p.qualname}")
+    assert callable(method), f"{p.qualname} is no longer a method"
+    binds(inspect.signature(method), p, self=True)
+
+
+@pytest.mark.parametrize("p", by_kind("class"))
+def test_class_constructs_as_called(p: Private):
+    cls = resolve(f"{p.module}.{p.qualname}")
+    assert isinstance(cls, type)
+    binds(inspect.signature(cls), p, self=False)
+
+
+INSTANCES = {  # which live object stands for instances of a declared class
+    "faust.transport.consumer.Consumer": "consumer",
+    "aiokafka.consumer.consumer.AIOKafkaConsumer": "kafka",
+    "faust.worker.Worker": "worker",
+}
+
+
+@pytest.mark.parametrize("p", by_kind("attribute"))
+def test_instance_attribute(p: Private, live):
+    owner, name = owner_and_name(p)
+    obj = live[INSTANCES[f"{owner.__module__}.{owner.__qualname__}"]]
+    assert isinstance(obj, owner)
+    assert hasattr(obj, name), f"{owner.__qualname__} instances have no {name}"
+    if p.type:
+        value = getattr(obj, name)
+        assert isinstance(value, resolve(p.type)), f"{name} is {type(value)}, relied on {p.type}"
+
+
+@pytest.mark.parametrize("p", [q for q in PRIVATE_NAMES if q.read_by])
+def test_still_read_where_relied_on(p: Private):
+    name = p.qualname.rsplit(".", 1)[-1]
+    source = inspect.getsource(resolve(p.read_by))
+    assert name in source.split("\n", 1)[1], f"{p.read_by} no longer reads {name}: setting it has no effect"
+
+
+@pytest.mark.parametrize("p", by_kind("logger"))
+def test_logger_still_logs_the_message(p: Private):
+    module = importlib.import_module(p.module)
+    loggers = [v for v in vars(module).values() if isinstance(v, logging.Logger) or
+               isinstance(getattr(v, "logger", None), logging.Logger)]
+    assert any((getattr(v, "logger", v)).name == p.qualname for v in loggers), f"no logger {p.qualname}"
+    assert p.text in inspect.getsource(module), f"{p.module} no longer logs {p.text!r}"
+    assert p.qualname == faust_compat.recovery.RECOVERY_LOGGER and p.text == faust_compat.recovery.RECOVERY_ERROR_PREFIX
+
+
+def test_the_live_consumer_is_the_ordered_one_with_the_bounded_fetch_wait(live):
+    assert isinstance(live["consumer"], faust_compat.OrderedConsumer)
+    assert isinstance(live["thread"], compat_consumer._ConsumerThread)
+    assert live["kafka"]._fetch_max_wait_ms == int(compat_consumer.FETCH_WAIT_SECONDS * 1000)
+    assert isinstance(live["consumer"]._unacked_messages, collections.abc.MutableSet)
+
+
+async def test_the_worker_has_no_spinner_and_leaves_the_root_level_alone(live):
+    def root_after_setup(worker) -> int:
+        logger = logging.getLogger("faust-compat-spinner-test")
+        logger.handlers[:] = [logging.NullHandler()]
+        logger.setLevel(logging.WARNING)
+        worker.on_setup_root_logger(logger, logging.WARNING)
+        return logger.level
+
+    plain = live["worker"]
+    assert plain.spinner is not None and root_after_setup(plain) == logging.DEBUG  # what the workaround avoids
+    ours = faust_compat.worker(live["app"], loop=asyncio.get_running_loop(), loglevel="WARNING", logging_config=None)
+    assert ours.spinner is None and root_after_setup(ours) == logging.WARNING
+
+
+def test_installed_versions_are_the_pinned_ones():
+    deps = {Requirement(d).name: Requirement(d).specifier
+            for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for package, pins in PINNED.items():
+        assert deps[package] == SpecifierSet(",".join(pins)), f"pyproject.toml pins {package} {deps[package]}"
+        installed = version(package)
+        assert installed in deps[package], f"{package} {installed} is outside the tested {deps[package]}"
