@@ -7,9 +7,10 @@ signature, the links.
 """
 from __future__ import annotations
 
-import html
 import re
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from milestone_stream.schemas.records import Milestone
@@ -142,16 +143,21 @@ def text_body(greeting: str, paragraphs: list[str], closing: list[str], link: st
     return "\n\n".join(blocks) + "\n"
 
 
+# The email's HTML is a Jinja2 template with autoescape on: each value is escaped where it is written.
+EMAIL_HTML = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
+                         trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined).get_template("email.html")
+
+
 def html_body(greeting: str, paragraphs: list[str], closing: list[str], link: str | None = None) -> str:
-    e = html.escape
-    parts = [f"<p>{e(greeting)}</p>", *(f"<p>{e(p)}</p>" for p in paragraphs)]
-    if link:
-        parts.append(f'<p><a href="{e(link, quote=True)}">{e(link)}</a></p>')
-    parts.append("<p>" + "<br>".join(e(line) for line in closing) + "</p>")
-    return "\n".join(parts)
+    return _email_html([[greeting], *([p] for p in paragraphs)], link, closing)
 
 
 def html_from_text(body_text: str) -> str:
     """An edited plain-text body as HTML: paragraphs on blank lines, everything escaped."""
     paragraphs = [p for p in re.split(r"\n\s*\n", body_text.strip()) if p.strip()]
-    return "\n".join("<p>" + "<br>".join(html.escape(line) for line in p.splitlines()) + "</p>" for p in paragraphs)
+    return _email_html([p.splitlines() for p in paragraphs])
+
+
+def _email_html(paragraphs: list[list[str]], link: str | None = None, closing: list[str] | None = None) -> str:
+    """Each paragraph (a list of lines) as one <p>, one per line; no newline after the last."""
+    return EMAIL_HTML.render(paragraphs=paragraphs, link=link, closing=closing).removesuffix("\n")
