@@ -176,6 +176,8 @@ class ApprovalRequest(Record):
     created_at: datetime
     expires_at: datetime
     csm_name: str | None = None
+    milestone_titles: list[str] = []    # v3: empty in requests written before
+    milestone_sources: list[str] = []   # v3: one per title, "source system: record"
 
 
 class ApprovalDecision(Record):

@@ -23,7 +23,7 @@ from typing import Any
 
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.drafter import policy
-from milestone_stream.agents.drafter.context import compile_context
+from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
 from milestone_stream.agents.drafter.model import Drafter
 from milestone_stream.agents.drafter.template import render
 from milestone_stream.deadletter import Unprocessable
@@ -99,7 +99,9 @@ class DrafterAgents:
             csm_email=ctx.csm_email or "", csm_name=ctx.csm_name, recipients=recipients, subject=rendered.subject,
             body_text=rendered.body_text, body_html=rendered.body_html, citations=ctx.citations(),
             drafted_by=drafted.drafted_by, guard_verdict=drafted.verdict,
-            policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + self.ttl)
+            policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + self.ttl,
+            milestone_titles=[milestone_title(m) for m in ctx.milestones],
+            milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)])
 
     async def park_held(self, account: str, row: dict, reason: str, error: str) -> None:
         """Dead-letter every held milestone (each replayable on its own) and let go of them."""

@@ -468,17 +468,28 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: d
                    open_escalations=escalations, data_notes=notes)
 
 
+def milestone_title(m: Milestone) -> str:
+    """A milestone's title as the note, its citation and the CSM's notification write it (cleaned;
+    the kind when the title is blank)."""
+    return clean_text(m.title, TITLE_LIMIT) or m.kind.replace("_", " ")
+
+
+def milestone_source(m: Milestone) -> tuple[str, str, datetime]:
+    """Where a milestone came from: its first evidence's source system, record and time; the
+    detector, the account and the time reached when it carries none."""
+    e = m.evidence[0] if m.evidence else None
+    return (e.source, e.record, e.occurred_at) if e else (DETECTOR, m.account_id, m.reached_at)
+
+
 def _milestone_facts(m: Milestone) -> list[Fact]:
     """The milestone as fired (its title), and the value reached when it differs from the tier.
 
     A title's figures count only where the detector wrote the whole title (`FORMATTED_TITLES`); for
     other kinds only the threshold, the value and a dated kind's date do, not digits in a feature's
     or programme's name."""
-    evidence = m.evidence[0] if m.evidence else None
-    cite = dict(source=evidence.source if evidence else DETECTOR,
-                record=f"{evidence.record if evidence else m.account_id} (milestone {m.milestone_id[:12]})",
-                as_of=evidence.occurred_at if evidence else m.reached_at)
-    title = clean_text(m.title, TITLE_LIMIT) or m.kind.replace("_", " ")
+    source, record, as_of = milestone_source(m)
+    cite = dict(source=source, record=f"{record} (milestone {m.milestone_id[:12]})", as_of=as_of)
+    title = milestone_title(m)
     if m.kind in FORMATTED_TITLES:
         numbers = _stated(title)
     else:

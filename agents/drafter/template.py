@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from milestone_stream.schemas.records import Milestone
 from milestone_stream.rules import Rules
-from milestone_stream.agents.drafter.context import LABEL_LIMIT, NAME_LIMIT, TITLE_LIMIT, Context, clean_text
+from milestone_stream.agents.drafter.context import LABEL_LIMIT, NAME_LIMIT, Context, clean_text, milestone_title
 
 TEMPLATE = "template"
 SUBJECT_LIMIT = 160
@@ -68,7 +68,7 @@ def headline(m: Milestone, ctx: Context, rules: Rules) -> str:
         return f"{m.threshold:,.0f} {phrase(m.metric, ctx, rules)}"
     if m.kind == "roi_threshold" and _finite(m.value) and abs(m.value) < 1e6:
         return f"{m.value:,.2f}".rstrip("0").rstrip(".") + "% ROI"
-    title = clean_text(m.title, TITLE_LIMIT) or m.kind.replace("_", " ")
+    title = milestone_title(m)
     return title[0].lower() + title[1:] if title[:1].isupper() and not title[:2].isupper() else title
 
 

@@ -164,12 +164,25 @@ def customer_email(decision: ApprovalDecision, csm_name: str, domain: str, sende
                     text=decision.body_text or "", html=decision.body_html)
 
 
+def celebrated(request: ApprovalRequest) -> tuple[list[str], list[str]]:
+    """The titles of the milestones a request celebrates, and where each came from ("system: record").
+
+    Carried by the request since v3 of its contract; a request written before carries neither, so
+    for it only they are read back from its citations, as the drafter wrote them then
+    ("milestone: <title>", record "<record> (milestone <id>)")."""
+    if request.milestone_titles:
+        return request.milestone_titles, request.milestone_sources
+    fired = [c for c in request.citations if c.figure.startswith(f"{MILESTONE}: ")]
+    return ([c.figure.split(": ", 1)[1] for c in fired],
+            [f"{c.source}: {c.record.split(' (milestone ')[0]}" for c in fired])
+
+
 def notification(request: ApprovalRequest, links: dict[str, str], domain: str, sender_address: str | None,
                  when: datetime) -> Outgoing:
     """The CSM's "Heads up!" email with the one-tap links (plain text; every value from data)."""
-    fired = [c for c in request.citations if c.figure.startswith(f"{MILESTONE}: ")]
-    title = "; ".join(c.figure.split(": ", 1)[1] for c in fired)
-    sources = "; ".join(sorted({f"{c.source}: {c.record.split(' (milestone ')[0]}" for c in fired}))
+    titles, origins = celebrated(request)
+    title = "; ".join(titles)
+    sources = "; ".join(sorted(set(origins)))
     to = request.recipients[0].name if request.recipients else "a recipient you choose"
     notes = "".join(f"Note: {n}\n" for n in request.policy_notes)
     text = (f"Heads up! Your customer {request.account_name} just hit a milestone: {title} (sources: {sources}).\n\n"

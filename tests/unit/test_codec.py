@@ -9,7 +9,8 @@ from fastavro import parse_schema, schemaless_writer
 from milestone_stream import schemas
 from milestone_stream.schemas.codec import (MARKER, CorruptBody, UnknownFingerprint, WrongMarker, codec,
                                     schema_fingerprint)
-from milestone_stream.schemas.records import RECORD_TYPES, ApprovalDecision, EmailOutcome, TelemetryEvent
+from milestone_stream.schemas.records import (RECORD_TYPES, ApprovalDecision, ApprovalRequest, EmailOutcome,
+                                              TelemetryEvent)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
@@ -54,6 +55,24 @@ def test_a_decision_written_before_csm_name_reads_without_it():
                                     "decided_at": NOW, "account_id": "acme", "recipients": []})
     decoded = ApprovalDecision.from_avro(out.getvalue())
     assert decoded.approval_id == "a1" and decoded.csm_name is None
+
+def test_a_request_written_before_milestone_titles_reads_without_them():
+    v2 = next(s for s in schemas.history() if s["name"] == "ApprovalRequest" and "csm_name" in str(s))
+    parsed = parse_schema(v2, named_schemas={})
+    out = io.BytesIO()
+    out.write(MARKER + schema_fingerprint(parsed))
+    cited = {"figure": "milestone: 10,000 emails sent", "source": "platform.mailer",
+             "record": "event e-1 (milestone abc)", "as_of": NOW}
+    schemaless_writer(out, parsed, {"approval_id": "a1", "milestone_ids": ["m1"], "account_id": "acme",
+                                    "account_name": "Acme", "csm_email": "sam@vendor.example", "recipients": [],
+                                    "subject": "Congratulations", "body_text": "Dear Jane", "body_html": "<p>Dear Jane</p>",
+                                    "citations": [cited], "drafted_by": "template", "guard_verdict": "passed",
+                                    "policy_notes": [], "created_at": NOW, "expires_at": NOW, "csm_name": "Sam"})
+    decoded = ApprovalRequest.from_avro(out.getvalue())
+    assert decoded.approval_id == "a1" and decoded.csm_name == "Sam"
+    assert decoded.milestone_titles == [] and decoded.milestone_sources == []
+    assert schema_fingerprint(parsed) != codec("approval_request").fingerprint
+
 
 def test_wrong_marker_is_a_typed_error():
     data = bytearray(event().to_avro())
