@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+from milestone_stream.dates import iso_instant
+
 
 class Clock:
     def __init__(self, start: datetime | None = None) -> None:
@@ -20,5 +22,4 @@ class Clock:
     def from_iso(cls, text: str | None) -> "Clock":
         if not text:
             return cls()
-        start = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return cls(start if start.tzinfo else start.replace(tzinfo=timezone.utc))
+        return cls(iso_instant(text))

@@ -1,13 +1,18 @@
-"""Calendar dates written as text: one reading of "an ISO date, or a datetime whose date is taken as
-written", shared by every stage that reads a date field from the CRM.
+"""Dates and instants written as text, read one way everywhere.
 
-Why one function: `contract_start` is read by the detector (which anniversaries fire) and by the
-drafter (the note's "customer since"); if each parsed it its own way, a note could cite a start date
-the detector never celebrated, or the reverse. Pure: no clock, no time zone conversion.
+`iso_date`: "an ISO date, or a datetime whose date is taken as written", for every stage that reads
+a date field from the CRM. Why one function: `contract_start` is read by the detector (which
+anniversaries fire) and by the drafter (the note's "customer since"); if each parsed it its own way,
+a note could cite a start date the detector never celebrated, or the reverse.
+
+`iso_instant`: ISO-8601 instant text where no zone means UTC, for the injected clock
+(`MILESTONES_NOW`) and the ingestion adapters; one place states that rule.
+
+Pure: no clock, no conversion between zones.
 """
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 
 def iso_date(text: str) -> date | None:
@@ -18,3 +23,10 @@ def iso_date(text: str) -> date | None:
         return date.fromisoformat(text[:10])
     except ValueError:
         return None
+
+
+def iso_instant(text: str) -> datetime:
+    """An aware datetime from ISO-8601 text ("Z" or an offset kept as written; no zone means UTC);
+    raises ValueError when the text is not one."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

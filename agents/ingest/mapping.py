@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from milestone_stream.dates import iso_instant
 from milestone_stream.deadletter import Unprocessable
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -116,7 +117,7 @@ def _from_millis(value, what: str, reason: str) -> datetime:
 
 def _from_iso(value: str, what: str, reason: str) -> datetime:
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return iso_instant(value)
     except ValueError:
         raise Rejected(reason, f"{what} {_text(value)} is not ISO-8601") from None
 
@@ -128,7 +129,7 @@ def instant(value, what: str, reason: str = "invalid_timestamp") -> datetime:
     if isinstance(value, str):
         parsed = _from_iso(value, what, reason)
         try:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+            return parsed.astimezone(timezone.utc)
         except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
             raise Rejected(reason, f"{what} {_text(value)} is out of range") from None
     raise Rejected(reason, f"{what} {_text(value)} is not a timestamp")
