@@ -4,20 +4,34 @@ Why stateless: any number of approval UI processes verify the same token with th
 Single use is not a property of the token but of the log: an approval decided once (the first
 decision on `approvals.decisions`) answers every later tap with what was decided.
 
+Why `itsdangerous` only for the signature: its `Signer` (HMAC-SHA256, the key used as given, "."
+between value and signature) signs; the token format is unchanged — `base64url(compact JSON
+claims).base64url(HMAC)` — so links already sent and sessions already set keep working. What the
+library's higher layers would do differently, and why it is not used:
+- `unsign` decodes the signature leniently (characters outside base64 are dropped, the spare bits of
+  the last character ignored), so an edited token such as a valid one with "é" appended would pass;
+  we compare the whole token, as bytes, with the one we would issue for its body.
+- `URLSafeTimedSerializer` adds a third part (a timestamp) and a `max_age` fixed by the verifier;
+  our expiry is absolute per token (the request's `expires_at`), signed inside the claims as `e`.
+  Its zlib compression would also change the format.
+- A salt per purpose would invalidate every outstanding link; the purpose is a signed claim (`p`)
+  checked before anything else, and CSRF tokens sign a message no token body can spell.
+
 Why bytes and shape checks: a token, cookie or form field is whatever the client sent — non-ASCII,
 lone surrogates, bad base64, JSON that is not an object. Secrets are compared as UTF-8 bytes (comparing
 `str` raises for non-ASCII), and anything that is not exactly a token we issued is BadToken (403),
-never an exception that answers 500. (`itsdangerous` could replace this hand-written format; that is
-a later change, and must keep these properties.)
+never an exception that answers 500.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 import math
 import time
+
+import itsdangerous
+from itsdangerous.encoding import base64_decode, base64_encode
 
 ACTIONS = ("send", "edit", "dont_send")
 CLAIMS = {"link": ("a", "c", "x"), "session": ("c",)}  # the string claims each purpose must carry
@@ -35,20 +49,21 @@ class Signer:
     def __init__(self, key: bytes, clock=time.time) -> None:
         if len(key) < 32:
             raise ValueError("signing key must be at least 32 bytes")
-        self._key = key
+        self._signer = itsdangerous.Signer(key, sep=".", key_derivation="none", digest_method=hashlib.sha256)
         self._clock = clock
 
     def sign(self, purpose: str, claims: dict, expires_at: float) -> str:
-        body = _b64(json.dumps({**claims, "p": purpose, "e": int(expires_at)}, separators=(",", ":")).encode())
-        return f"{body}.{self._mac(body)}"
+        body = base64_encode(json.dumps({**claims, "p": purpose, "e": int(expires_at)}, separators=(",", ":")))
+        return self._signer.sign(body).decode("ascii")
 
     def verify(self, purpose: str, token: str) -> dict:
-        body, _, mac = (token if isinstance(token, str) else "").partition(".")
-        if not body or not _same(mac, self._mac(body)):
+        given = _utf8(token if isinstance(token, str) else "")
+        body, dot, _ = given.partition(b".")
+        if not body or not dot or not hmac.compare_digest(given, self._signer.sign(body)):
             raise BadToken("the link's signature is not valid")
         try:
-            claims = json.loads(_unb64(body))
-        except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON: all ValueErrors
+            claims = json.loads(base64_decode(body))
+        except (itsdangerous.BadData, ValueError):  # bad base64, bad UTF-8, bad JSON
             raise BadToken("the link is malformed") from None
         if not isinstance(claims, dict) or claims.get("p") != purpose:
             raise BadToken("the token was issued for another purpose")
@@ -70,29 +85,15 @@ class Signer:
         return self.sign("session", {"c": csm_email}, self._clock() + ttl)
 
     def csrf(self, session_token: str, approval_id: str) -> str:
-        """Bound to the session and the approval it is rendered for (a stolen form token is useless)."""
-        return self._mac(f"csrf\x1f{session_token}\x1f{approval_id}")
+        """Bound to the session and the approval it is rendered for (a stolen form token is useless).
+        The message starts with "csrf" and a unit separator, which no token body (base64url) contains."""
+        return self._signer.get_signature(_utf8(f"csrf\x1f{session_token}\x1f{approval_id}")).decode("ascii")
 
     def check_csrf(self, token: str, session_token: str, approval_id: str) -> bool:
-        return isinstance(token, str) and bool(token) and _same(token, self.csrf(session_token, approval_id))
-
-    def _mac(self, text: str) -> str:
-        return _b64(hmac.new(self._key, _utf8(text), hashlib.sha256).digest())
+        return isinstance(token, str) and bool(token) and \
+            hmac.compare_digest(_utf8(token), _utf8(self.csrf(session_token, approval_id)))
 
 
 def _utf8(text: str) -> bytes:
     """Any str to bytes: aiohttp decodes request bytes that are not UTF-8 to lone surrogates."""
     return text.encode("utf-8", "surrogatepass")
-
-
-def _same(given: str, expected: str) -> bool:
-    """Constant-time, as bytes: `hmac.compare_digest` raises TypeError for non-ASCII str."""
-    return hmac.compare_digest(_utf8(given), _utf8(expected))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
