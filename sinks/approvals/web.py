@@ -1,7 +1,9 @@
 """The approval UI: a CSM's inbox, one request page with Send / Edit draft / Don't send, one-tap links.
 
-Why so plain: server-rendered HTML without JavaScript and with a strict Content-Security-Policy;
-every value that came from data is HTML-escaped where it is written. A CSM is identified by a
+Why so plain: server-rendered HTML without JavaScript and with a strict Content-Security-Policy.
+The pages are Jinja2 templates (templates/*.html) rendered with autoescape on, so every value that
+came from data is HTML-escaped where the template writes it; the one value marked safe is the
+draft's preview, which is itself the email's autoescaped template (agents/drafter). A CSM is identified by a
 signed session cookie (set by a one-tap link) or a trusted proxy header, sees only their own
 requests, and every form carries a CSRF token bound to that session and that approval.
 A one-tap link opens the request with the chosen action ready to confirm with one tap: the action
@@ -10,11 +12,13 @@ itself is a POST, so mail scanners that pre-fetch links cannot send or decline a
 from __future__ import annotations
 
 import asyncio
-import html
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
 from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -26,31 +30,24 @@ from milestone_stream.sinks.approvals.signing import BadToken, ExpiredToken, Sig
 
 SESSION = "ms_session"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1d2330}
-a{color:#2350c8}table{border-collapse:collapse;width:100%}td,th{padding:.4rem;border-bottom:1px solid #e3e6ec;text-align:left}
-.badge{padding:.1rem .5rem;border-radius:1rem;background:#eef;font-size:.85em}.pending{background:#fff4cc}
-.sent{background:#d8f5df}.failed,.unknown{background:#ffd9d6}.preview{border:1px solid #d5d9e2;padding:1rem;border-radius:.5rem}
-.note{background:#fff4cc;padding:.5rem;border-radius:.3rem}button,a.button{font-size:1rem;padding:.5rem 1.1rem;margin:.2rem;display:inline-block;border:1px solid #8a93a6;
-border-radius:.3rem;background:#f4f5f8;color:#1d2330;text-decoration:none}
-input[type=text],textarea{width:100%;font:inherit}textarea{height:16rem}.muted{color:#667}"""
-e = html.escape
-
-
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Cache-Control": "no-store"}
 
 
-def document(title: str, body: str) -> str:
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content='width=device-width'>"
-            f"<title>{e(title)} · Milestone Stream</title><style>{STYLE}</style></head><body>{body}</body></html>")
+PAGES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
+                    trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
 
 
-def page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(text=document(title, body), status=status, content_type="text/html", headers=HEADERS)
+def render(template: str, **values) -> str:
+    return PAGES.get_template(template).render(**values)
+
+
+def page(template: str, status: int = 200, **values) -> web.Response:
+    return web.Response(text=render(template, **values), status=status, content_type="text/html", headers=HEADERS)
 
 
 def problem(status: int, title: str, detail: str) -> web.Response:
-    return page(title, f"<h1>{e(title)}</h1><p>{e(detail)}</p>", status)
+    return page("problem.html", status, title=title, detail=detail)
 
 
 class ApprovalUI:
@@ -102,75 +99,26 @@ class ApprovalUI:
         who = self.identity(request)
         if who is None:
             return problem(401, "Sign in with your link", "Open the approval link from your notification email.")
-        rows = "".join(
-            f"<tr><td><a href='/r/{e(r.approval_id)}'>{e(r.account_name)}</a></td><td>{e(r.subject)}</td>"
-            f"<td>{badge(self.view.status(r.approval_id, self.clock()))}</td>"
-            f"<td class=muted>{r.created_at:%Y-%m-%d %H:%M}</td></tr>" for r in self.view.inbox(who[0]))
-        return page("Inbox", f"<h1>Milestones to celebrate</h1><p class=muted>Signed in as {e(who[0])}</p>"
-                             f"<table><tr><th>Account</th><th>Draft</th><th>Status</th><th>Drafted</th></tr>"
-                             f"{rows or '<tr><td colspan=4>Nothing waiting for you.</td></tr>'}</table>")
+        rows = [(r, self.view.status(r.approval_id, self.clock())) for r in self.view.inbox(who[0])]
+        return page("inbox.html", csm=who[0], rows=rows)
 
     async def show(self, request: web.Request) -> web.Response:
         csm, key, approval = self.own(request)
         return self.request_page(approval, key)
 
     def request_page(self, a: ApprovalRequest, key: str, confirm: str | None = None, status: int = 200) -> web.Response:
-        state = self.view.status(a.approval_id, self.clock())
-        csrf = self.signer.csrf(key, a.approval_id)
-        notes = "".join(f"<p class=note>{e(n)}</p>" for n in a.policy_notes)
         d = self.view.decisions.get(a.approval_id)
         shown = d if d is not None and d.decision == "send" else a  # once sent: what went out, as approved
-        to = ", ".join(f"{e(c.name)} &lt;{e(c.email)}&gt;" for c in shown.recipients) or \
-            "<em>no executive contact on record: choose a recipient in Edit draft</em>"
-        cites = "".join(f"<li>{e(c.figure)} — {e(c.source)}, {e(c.record)}, as of {c.as_of:%Y-%m-%d}</li>" for c in a.citations)
-        body = html_from_text(shown.body_text or "")
-        actions = ""
-        if state == "pending":
-            send = ("" if not a.recipients else
-                    f"<form method=post action='/r/{e(a.approval_id)}/decide' style='display:inline'>"
-                    f"<input type=hidden name=csrf value='{e(csrf)}'><input type=hidden name=action value=send>"
-                    f"<button name=go value=send{' autofocus' if confirm == 'send' else ''}>"
-                    f"{'Confirm: send email' if confirm == 'send' else 'Send email'}</button></form>")
-            actions = (f"<h2>Your decision</h2>{send}<a class=button href='/r/{e(a.approval_id)}/edit'>Edit draft</a><form method=post action='/r/{e(a.approval_id)}/decide'>"
-                       f"<input type=hidden name=csrf value='{e(csrf)}'><input type=hidden name=action value=dont_send>"
-                       f"<input type=text name=reason placeholder='Reason (optional)' maxlength=300>"
-                       f"<button name=go value=dont_send>{'Confirm: d' if confirm == 'dont_send' else 'D'}on't send</button></form>")
-        else:
-            actions = self.decided(a)
-        return page(a.account_name, f"<p><a href='/'>← Inbox</a></p><h1>{e(a.account_name)} {badge(state)}</h1>{notes}"
-                                    f"<p><b>To:</b> {to}<br><b>Subject:</b> {e(shown.subject or '')}</p>"
-                                    f"<div class=preview>{body}</div>{actions}<h2>Where the figures come from</h2>"
-                                    f"<ul>{cites}</ul><p class=muted>Drafted by {e(a.drafted_by)}; grounding check: "
-                                    f"{e(a.guard_verdict)}. Links expire {a.expires_at:%Y-%m-%d %H:%M} UTC.</p>", status)
-
-    def decided(self, a: ApprovalRequest) -> str:
-        d = self.view.decisions.get(a.approval_id)
-        if d is None:
-            return "<p class=note>This request expired without a decision.</p>"
-        what = "send the email" if d.decision == "send" else "not to send"
-        reason = f" (reason: {e(d.reason)})" if d.reason else ""
-        outcomes = "".join(f"<li>{o.recorded_at:%Y-%m-%d %H:%M:%S} {e(o.outcome)} (attempt {o.attempt})"
-                           f"{': ' + e(o.detail) if o.detail else ''}</li>"
-                           for o in self.view.outcomes.get(a.approval_id, []) if o.purpose == "customer_email")
-        return (f"<h2>Decided</h2><p>{e(d.csm_email)} chose to {what}{reason} on {d.decided_at:%Y-%m-%d %H:%M} UTC.</p>"
-                f"<ul>{outcomes}</ul>")
+        outcomes = [o for o in self.view.outcomes.get(a.approval_id, []) if o.purpose == "customer_email"]
+        return page("request.html", status, a=a, state=self.view.status(a.approval_id, self.clock()), shown=shown,
+                    decision=d, outcomes=outcomes, confirm=confirm, csrf=self.signer.csrf(key, a.approval_id),
+                    preview=Markup(html_from_text(shown.body_text or "")))  # the email's own autoescaped HTML
 
     async def edit(self, request: web.Request) -> web.Response:
         csm, key, a = self.own(request)
         if self.view.status(a.approval_id, self.clock()) != "pending":
             return self.request_page(a, key, status=409)
-        pick = ("" if a.recipients else
-                "<p class=note>No executive contact on record: who should receive this note?</p>"
-                f"<label>Recipient name <input type=text name=recipient_name required maxlength={NAME_MAX}></label>"
-                "<label>Recipient email <input type=email name=recipient_email required maxlength=254></label>")
-        return page(f"Edit · {a.account_name}",
-                    f"<p><a href='/r/{e(a.approval_id)}'>← Back</a></p><h1>Edit draft for {e(a.account_name)}</h1>"
-                    f"<form method=post action='/r/{e(a.approval_id)}/decide'>"
-                    f"<input type=hidden name=csrf value='{e(self.signer.csrf(key, a.approval_id))}'>"
-                    f"<input type=hidden name=action value=send>{pick}"
-                    f"<label>Subject <input type=text name=subject value='{e(a.subject)}' required maxlength=160></label>"
-                    f"<label>Body <textarea name=body_text required>{e(a.body_text)}</textarea></label>"
-                    f"<button name=go value=send>Send edited email</button></form>")
+        return page("edit.html", a=a, csrf=self.signer.csrf(key, a.approval_id), name_max=NAME_MAX)
 
     async def tap(self, request: web.Request) -> web.Response:
         """A one-tap link: signs the CSM in, then shows the request with that action ready to confirm."""
@@ -277,14 +225,10 @@ class ApprovalMetrics:
         yield from (pending, decisions, emails)
 
 
-def badge(state: str) -> str:
-    return f"<span class='badge {e(state.replace(' ', '-'))}'>{e(state)}</span>"
-
-
 class Refusal(web.HTTPException):
     """A clear 4xx page, raised from deep inside a handler."""
 
     def __init__(self, status: int, title: str, detail: str) -> None:
         self.status_code = status
-        super().__init__(text=document(title, f"<h1>{e(title)}</h1><p>{e(detail)}</p>"), content_type="text/html",
+        super().__init__(text=render("problem.html", title=title, detail=detail), content_type="text/html",
                          headers=HEADERS)
