@@ -10,7 +10,6 @@ Next: milestones go to the drafter (agents/drafter/agent.py).
 """
 from __future__ import annotations
 
-import copy
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -85,7 +84,7 @@ class DetectorAgents:
         per row and one per new event id. An event whose rules raise is parked and its account's row
         taken again from the table with the batch's other events re-applied, so the rest still counts."""
         rt, rules, table = self.rt, self.rt.rules, self.rt.tables.usage
-        rows: dict[str, dict] = {}
+        rows: dict[str, usage.UsageRow] = {}
         applied: dict[str, Any] = {}
         taken: dict[str, list[tuple[TelemetryEvent, int, Any]]] = {}
         fired, now = [], rt.clock.now()
@@ -95,14 +94,14 @@ class DetectorAgents:
             if record is None:
                 continue
             account, offset = record.account_id, event.message.offset
-            if account not in rows:  # a copy: Faust serializes changelog values late (see usage.copy_row)
-                rows[account] = usage.copy_row(table.get(account))
+            if account not in rows:  # a copy: Faust serializes changelog values late (see usage.UsageRow)
+                rows[account] = usage.UsageRow.from_stored(table.get(account)).copy()
             seen.event = event
             try:
                 status, new = usage.apply_event(rows[account], record, offset, rules, seen, now)
             except Exception as exc:
                 seen.forget(usage.id_key(account, record.event_id), offset)
-                rows[account] = usage.copy_row(table.get(account))
+                rows[account] = usage.UsageRow.from_stored(table.get(account)).copy()
                 for earlier, at, by in taken.get(account, []):
                     seen.event = by
                     usage.apply_event(rows[account], earlier, at, rules, seen, now)
@@ -126,7 +125,7 @@ class DetectorAgents:
         for account, event in applied.items():
             if faust_compat.current(rt.app, event.message):
                 with faust_compat.as_current(event):  # the changelog partition is the account's input partition
-                    table[account] = rows[account]
+                    table[account] = rows[account].to_stored()
 
     # -- CRM and anniversaries ----------------------------------------------------------------
 
@@ -138,20 +137,21 @@ class DetectorAgents:
         record = await rt.decode(event, CrmChange, "crm")
         if record is None:
             return
-        row = copy.deepcopy(rt.tables.profiles.get(record.account_id)) or crm.new_row()
+        row = crm.ProfileRow.from_stored(rt.tables.profiles.get(record.account_id)).copy()
         # a tick carries its own date, so a replay decides exactly as the first run did
         tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
         today = date.fromisoformat(str(tick)) if tick else rt.clock.now().astimezone(self.zone).date()
         origin = (event.message.topic, event.message.offset)
         fired = crm.apply_change(row, record, origin, rt.rules, today)
-        rt.check_fits(row, f"profile of account {record.account_id!r}")
+        stored = row.to_stored()
+        rt.check_fits(stored, f"profile of account {record.account_id!r}")
         await rt.emit(fired, "crm")
-        rt.tables.profiles[record.account_id] = row
+        rt.tables.profiles[record.account_id] = stored
         self.anniversaries.schedule(record.account_id, self.next_anniversary(row))
 
-    def next_anniversary(self, row: dict) -> date | None:
-        start = crm.contract_start(row)
-        due = next_due(start, self.rt.rules.anniversary_years, set(row["a"])) if start else None
+    def next_anniversary(self, row: crm.ProfileRow) -> date | None:
+        start = row.contract_start()
+        due = next_due(start, self.rt.rules.anniversary_years, set(row.years_done)) if start else None
         return due[0] if due else None
 
     async def anniversary_clock(self) -> None:
@@ -159,7 +159,8 @@ class DetectorAgents:
         rt = self.rt
         if not faust_compat.settled(rt.app):
             return
-        self.anniversaries.refresh(list(rt.tables.profiles.items()), self.next_anniversary)
+        self.anniversaries.refresh(list(rt.tables.profiles.items()),
+                                   lambda stored: self.next_anniversary(crm.ProfileRow.from_stored(stored)))
         today = rt.clock.now().astimezone(self.zone).date()
         for account in self.anniversaries.pop_due(today):
             tick = CrmChange(change_id=f"clock:{account}:{today.isoformat()}", account_id=account,

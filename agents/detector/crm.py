@@ -1,14 +1,17 @@
 """The CRM tracker: the account profile kept from CRM changes, and the milestones they mark.
 
-Row (Faust table value, JSON):  p: profile fields   c: key contacts   f: ids of fired milestones
-a: anniversary years done   r: recent change ids
-o: {topic: offset of the last applied input, and source topic#partition: offset for adapted records}
-s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it; also
-   the as-of time that makes a late, older value lose)
+The account's row (`ProfileRow`, stored in a Faust table as compact JSON); only this module knows
+the stored form's one-letter keys, every other module reads the row through its names and methods:
+  p: profile fields   c: key contacts   f: ids of fired milestones   a: anniversary years done
+  o: {topic: offset of the last applied input, and source topic#partition: offset for adapted records}
+  r: recent change ids
+  s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it; also
+     the as-of time that makes a late, older value lose); absent in rows written before it existed
 """
 from __future__ import annotations
 
 from datetime import date, datetime, time, timezone
+from typing import NamedTuple
 
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now
 from milestone_stream.agents.detector.origins import republished
@@ -23,16 +26,97 @@ PER_DATE = {"qbr_completed_at": ("qbr_completed", "QBR completed"),
             "renewal_signed_at": ("renewal_signed", "Renewal signed")}
 
 
-def new_row() -> dict:
-    return {"p": {}, "c": [], "f": [], "a": [], "o": {}, "r": []}
+class Provenance(NamedTuple):
+    """Where a profile field's value came from: source system, record, and as of when (as stored:
+    an ISO time without a zone reads as a naive datetime)."""
+
+    source: object
+    record: object
+    as_of: datetime
 
 
-def contract_start(row: dict) -> date | None:
-    raw = row["p"].get("contract_start")
-    return iso_date(str(raw)) if raw else None
+class ProfileRow:
+    """One account's CRM profile: typed names over the stored compact form (see the module's docstring).
+
+    `from_stored` reads a table value without copying it (for readers; tolerant of missing or
+    ill-typed parts, which read as empty); `copy` makes the working copy the tracker changes. Why
+    shallow copies of the containers suffice: a change replaces field values, contacts and
+    provenance entries, it never edits one in place.
+    """
+
+    __slots__ = ("fields", "contacts", "fired", "years_done", "offsets", "recent", "sources")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, object] = {}          # p
+        self.contacts: list = []                     # c: [{"name", "email", "role"}] as the CRM sent them
+        self.fired: list[str] = []                   # f
+        self.years_done: list[int] = []              # a
+        self.offsets: dict[str, int] = {}            # o
+        self.recent: list[str] = []                  # r
+        self.sources: dict[str, list] | None = None  # s: {field: [source, record, ISO time]}
+
+    @classmethod
+    def from_stored(cls, value: dict | None) -> ProfileRow:
+        """The row a table holds (None: a new row); rows without provenance (`s`) are read."""
+        row = cls()
+        if isinstance(value, dict):
+            row.fields, row.offsets = _dict(value.get("p")), _dict(value.get("o"))
+            row.contacts, row.fired = _list(value.get("c")), _list(value.get("f"))
+            row.years_done, row.recent = _list(value.get("a")), _list(value.get("r"))
+            sources = value.get("s")
+            row.sources = sources if isinstance(sources, dict) else None
+        return row
+
+    def to_stored(self) -> dict:
+        """The compact form, keys in the order this module always wrote them. Shares the row's
+        containers: store, then let go."""
+        out = {"p": self.fields, "c": self.contacts, "f": self.fired, "a": self.years_done, "o": self.offsets,
+               "r": self.recent}
+        if self.sources is not None:
+            out["s"] = self.sources
+        return out
+
+    def copy(self) -> ProfileRow:
+        out = ProfileRow.__new__(ProfileRow)
+        out.fields, out.contacts, out.fired = dict(self.fields), list(self.contacts), list(self.fired)
+        out.years_done, out.offsets, out.recent = list(self.years_done), dict(self.offsets), list(self.recent)
+        out.sources = dict(self.sources) if self.sources is not None else None
+        return out
+
+    def __repr__(self) -> str:
+        return f"ProfileRow({self.to_stored()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ProfileRow) and self.to_stored() == other.to_stored()
+
+    # -- for readers (the detector's timer, the drafter) -------------------------------------------
+
+    def field(self, name: str, default: object = None) -> object:
+        """A profile field's value as the CRM sent it (any JSON value: the reader checks it)."""
+        return self.fields.get(name, default)
+
+    def provenance(self, name: str) -> Provenance | None:
+        """Where the field's value came from; None if not recorded or unreadable."""
+        try:
+            source, record, when = (self.sources or {}).get(name)
+            return Provenance(source, record, datetime.fromisoformat(when))
+        except (TypeError, ValueError):
+            return None
+
+    def contract_start(self) -> date | None:
+        raw = self.fields.get("contract_start")
+        return iso_date(str(raw)) if raw else None
 
 
-def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: Rules,
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def apply_change(row: ProfileRow, change: CrmChange, origin: tuple[str, int], rules: Rules,
                  today: date) -> list[Milestone]:
     """Apply one change to the row (in place) and return the milestones it marks, each once ever.
 
@@ -42,37 +126,39 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
     the one the row holds arrived out of order and is ignored: the CRM's latest value wins.
     """
     topic, offset = origin
-    if offset <= row["o"].get(topic, -1):
+    if offset <= row.offsets.get(topic, -1):
         return []
-    row["o"][topic] = offset
-    if change.change_id in row["r"] or republished(row["o"], change.origin):
+    row.offsets[topic] = offset
+    if change.change_id in row.recent or republished(row.offsets, change.origin):
         return []
-    row["r"] = (row["r"] + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
+    row.recent = (row.recent + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
     if change.contacts is not None:
-        row["c"] = [c.model_dump() for c in change.contacts]
+        row.contacts = [c.model_dump() for c in change.contacts]
     fired: list[Milestone] = []
     for fc in change.changes:
         if fc.field == ANNIVERSARY_DUE:
             fired += _anniversaries(row, change, rules, today)
             continue
-        provenance = row.setdefault("s", {})
+        if row.sources is None:
+            row.sources = {}
+        provenance = row.sources
         if fc.field in provenance and change.occurred_at < datetime.fromisoformat(provenance[fc.field][2]):
             continue  # older than the value the row holds (out of order): the newer value stands
-        before = row["p"].get(fc.field)
+        before = row.fields.get(fc.field)
         if fc.value is None:
-            row["p"].pop(fc.field, None)
+            row.fields.pop(fc.field, None)
         else:
-            row["p"][fc.field] = fc.value
+            row.fields[fc.field] = fc.value
         # kept for a cleared field too, so that an older value arriving late cannot bring it back
         provenance[fc.field] = [change.source, change.source_record or change.account_id, change.occurred_at.isoformat()]
         fired += _marks(row, change, fc.field, before, fc.value, rules)
     return [m for m in fired if _first_time(row, m)]
 
 
-def _first_time(row: dict, m: Milestone) -> bool:
-    if m.milestone_id in row["f"]:
+def _first_time(row: ProfileRow, m: Milestone) -> bool:
+    if m.milestone_id in row.fired:
         return False
-    row["f"].append(m.milestone_id)
+    row.fired.append(m.milestone_id)
     return True
 
 
@@ -86,7 +172,7 @@ def _milestone(change: CrmChange, kind: str, metric: str | None, key, title: str
                                         occurred_at=change.occurred_at)])
 
 
-def _marks(row: dict, change: CrmChange, field: str, before, value, rules: Rules) -> list[Milestone]:
+def _marks(row: ProfileRow, change: CrmChange, field: str, before, value, rules: Rules) -> list[Milestone]:
     if value is None:
         return []
     if field.startswith("adoption.") and value is True:
@@ -110,13 +196,13 @@ def _marks(row: dict, change: CrmChange, field: str, before, value, rules: Rules
     return []
 
 
-def _anniversaries(row: dict, change: CrmChange, rules: Rules, today: date) -> list[Milestone]:
-    start = contract_start(row)
+def _anniversaries(row: ProfileRow, change: CrmChange, rules: Rules, today: date) -> list[Milestone]:
+    start = row.contract_start()
     if start is None:
         return []
-    done = set(row["a"])
+    done = set(row.years_done)
     celebrate, passed = due_now(start, rules.anniversary_years, done, today)
-    row["a"] = sorted(done | set(celebrate) | set(passed))
+    row.years_done = sorted(done | set(celebrate) | set(passed))
     out = []
     for years in celebrate:
         when = anniversary_date(start, years)

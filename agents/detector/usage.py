@@ -1,11 +1,13 @@
 """Usage accumulation: cumulative totals per account and metric, tier crossings, adoption spikes.
 
-The account's row (a Faust table value, JSON) holds everything one event changes in the account's
-figures, so state, the record of what fired and the input offset move together in one changelog write:
+The account's row (`UsageRow`, stored in a Faust table as compact JSON) holds everything one event
+changes in the account's figures, so state, the record of what fired and the input offset move
+together in one changelog write. Only this module knows the stored form's one-letter keys:
   t: {metric: cumulative total}          o: offset of the last applied input event
-  w: {metric: spike window state}
-  s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
-  x: {source topic#partition: offset} of records mapped by an ingestion adapter (agents/origins.py)
+  w: {metric: spike window state}        x: {source topic#partition: offset} of records mapped by
+  s: {metric: [first, last] event time, epoch seconds}      an ingestion adapter (origins.py)
+Why one-letter keys: the row is rewritten once per account per batch, so its bytes are changelog
+bytes; every other module reads it through `UsageRow`'s names and methods.
 
 Duplicates are exact within the dedupe horizon: every event id applied is remembered in a table of
 its own (`SeenIds`: one small entry per event, key `id_key`, value the input offset that first
@@ -43,26 +45,85 @@ def id_key(account_id: str, event_id: str) -> bytes:
     return hashlib.blake2b(f"{account_id}\x00{event_id}".encode(), digest_size=16).digest()
 
 
-def new_row() -> dict:
-    return {"t": {}, "o": -1, "w": {}}
+class UsageRow:
+    """One account's usage figures: typed names over the stored compact form (see the module's docstring).
 
-
-def copy_row(row: dict | None) -> dict:
-    """A working copy of a stored row (or a new one): its containers copied, at a fraction of deepcopy's cost.
-
-    Why a copy at all: Faust serializes changelog values late, so the stored row must not change
-    until the milestones it records are acknowledged and its own write is issued. Rows written
-    before the exact dedupe kept recent ids in `r`; the copy drops them.
+    `from_stored` reads a table value without copying it (cheap, for readers; tolerant of missing or
+    ill-typed parts, which read as empty); `copy` makes the working copy a writer changes. Why a copy
+    at all: Faust serializes changelog values late, so the stored row must not change until the
+    milestones it records are acknowledged and its own write is issued. Why not deepcopy: it costs
+    several times more, and only the containers change (windows are replaced or changed per metric).
     """
-    if row is None:
-        return new_row()
-    out = {k: v for k, v in row.items() if k != "r"}
-    out["t"], out["w"] = dict(row["t"]), {m: dict(w) for m, w in row["w"].items()}
-    if "s" in row:
-        out["s"] = {m: list(v) for m, v in row["s"].items()}
-    if "x" in row:
-        out["x"] = dict(row["x"])
-    return out
+
+    __slots__ = ("totals", "offset", "windows", "spans", "origins")
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}            # t
+        self.offset: int = -1                         # o
+        self.windows: dict[str, dict] = {}            # w: {"s": start, "m": measure, "p": previous, "f": fired}
+        self.spans: dict[str, list[float]] | None = None   # s: absent until a metric is counted
+        self.origins: dict[str, int] | None = None    # x: absent until an adapter's record is applied
+
+    @classmethod
+    def from_stored(cls, value: dict | None) -> UsageRow:
+        """The row a table holds (None: a new row). Rows written before the exact dedupe kept recent
+        ids in `r` (a string, or earlier a list); they are read and the ids dropped."""
+        row = cls()
+        if isinstance(value, dict):
+            row.totals, row.windows = _dict(value.get("t")), _dict(value.get("w"))
+            row.offset = value.get("o", -1)
+            spans, origins = value.get("s"), value.get("x")
+            row.spans = spans if isinstance(spans, dict) else None
+            row.origins = origins if isinstance(origins, dict) else None
+        return row
+
+    def to_stored(self) -> dict:
+        """The compact form, keys in the order this module always wrote them (x before s: an adapted
+        record sets x before its metric's span). Shares the row's containers: store, then let go."""
+        out = {"t": self.totals, "o": self.offset, "w": self.windows}
+        if self.origins is not None:
+            out["x"] = self.origins
+        if self.spans is not None:
+            out["s"] = self.spans
+        return out
+
+    def copy(self) -> UsageRow:
+        """A working copy: its containers copied, at a fraction of deepcopy's cost."""
+        out = UsageRow.__new__(UsageRow)
+        out.totals, out.offset = dict(self.totals), self.offset
+        out.windows = {m: dict(w) for m, w in self.windows.items()}
+        out.spans = {m: list(v) for m, v in self.spans.items()} if self.spans is not None else None
+        out.origins = dict(self.origins) if self.origins is not None else None
+        return out
+
+    def __repr__(self) -> str:
+        return f"UsageRow({self.to_stored()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UsageRow) and self.to_stored() == other.to_stored()
+
+    # -- for readers (the drafter's context) ---------------------------------------------------
+
+    def total(self, metric: str, default: float | None = None) -> float | None:
+        """The metric's cumulative total as stored (`default` if never counted)."""
+        return self.totals.get(metric, default)
+
+    def first_last(self, metric: str) -> tuple[float, float] | None:
+        """(first, last) event time of the metric, epoch seconds; None if absent or not two numbers."""
+        try:
+            first, last = (float(v) for v in (self.spans or {}).get(metric))
+        except (TypeError, ValueError):
+            return None
+        return first, last
+
+    def window_measures(self) -> list[tuple[str, object, object]]:
+        """(metric, window start, measure) of each spike window, as stored (None where unreadable)."""
+        return [(metric, w.get("s"), w.get("m")) if isinstance(w, dict) else (metric, None, None)
+                for metric, w in self.windows.items()]
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, str] | None:
@@ -77,7 +138,7 @@ def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, 
     return None
 
 
-def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules, seen: SeenIds,
+def apply_event(row: UsageRow, event: TelemetryEvent, offset: int, rules: Rules, seen: SeenIds,
                 now: datetime) -> tuple[str, list[Milestone]]:
     """Apply one valid event to the account's row (in place); return its status and milestones.
 
@@ -87,13 +148,16 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules, see
     dead-lettered), since its id may no longer be remembered. Either way each event counts once.
     """
     key = id_key(event.account_id, event.event_id)
-    if offset <= row["o"]:
+    if offset <= row.offset:
         if seen.first_offset(key) is None:
             seen.remember(key, offset)
         return REPLAYED, []
-    row["o"] = offset
-    if event.origin is not None and republished(row.setdefault("x", {}), event.origin):
-        return DUPLICATE, []
+    row.offset = offset
+    if event.origin is not None:
+        if row.origins is None:
+            row.origins = {}
+        if republished(row.origins, event.origin):
+            return DUPLICATE, []
     first = seen.first_offset(key)
     if first is not None and first != offset:
         return DUPLICATE, []
@@ -102,10 +166,12 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules, see
     seen.remember(key, offset)
     fired: list[Milestone] = []
     if event.metric in rules.usage:
-        before = row["t"].get(event.metric, 0.0)
+        before = row.totals.get(event.metric, 0.0)
         after = before + event.value
-        row["t"][event.metric] = after
-        seen_at = row.setdefault("s", {}).setdefault(event.metric, [event.occurred_at.timestamp()] * 2)
+        row.totals[event.metric] = after
+        if row.spans is None:
+            row.spans = {}
+        seen_at = row.spans.setdefault(event.metric, [event.occurred_at.timestamp()] * 2)
         seen_at[0] = min(seen_at[0], event.occurred_at.timestamp())
         seen_at[1] = max(seen_at[1], event.occurred_at.timestamp())
         fired += _tiers_crossed(event, before, after, rules)
@@ -132,7 +198,7 @@ def _tiers_crossed(event: TelemetryEvent, before: float, after: float, rules: Ru
     ]
 
 
-def _spike(row: dict, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
+def _spike(row: UsageRow, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
     """Tumbling event-time windows: fire once when this window's measure reaches ratio x the last one's.
 
     The measure is the window's sum for a cumulative metric and its maximum for a gauge. Late events
@@ -141,7 +207,7 @@ def _spike(row: dict, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
     spike = rules.spike
     size = spike.window_days * 86400
     start = math.floor(event.occurred_at.timestamp() / size) * size
-    w = row["w"].get(event.metric) or {"s": start, "m": 0.0, "p": 0.0, "f": None}
+    w = row.windows.get(event.metric) or {"s": start, "m": 0.0, "p": 0.0, "f": None}
     if start > w["s"]:
         w = {"s": start, "m": 0.0, "p": w["m"] if start - w["s"] == size else 0.0, "f": w["f"]}
     gauge = event.metric in rules.gauges
@@ -150,7 +216,7 @@ def _spike(row: dict, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
         w["m"] = combine(w["m"], event.value)
     elif start == w["s"] - size:
         w["p"] = combine(w["p"], event.value)
-    row["w"][event.metric] = w
+    row.windows[event.metric] = w
     if w["f"] == w["s"] or w["p"] < spike.min_base or w["p"] <= 0 or w["m"] < spike.ratio * w["p"]:
         return []
     w["f"] = w["s"]

@@ -16,12 +16,13 @@ Next: requests go to the approval UI and the sender (sinks/).
 """
 from __future__ import annotations
 
-import copy
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from milestone_stream import faust_compat, observability
+from milestone_stream.agents.detector.crm import ProfileRow
+from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import policy
 from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
 from milestone_stream.agents.drafter.model import Drafter
@@ -69,27 +70,29 @@ class DrafterAgents:
         msg, now = event.message, rt.clock.now()
         if msg.topic == rt.names.drafter_clock:
             account = msg.key.decode()
-            row = copy.deepcopy(rt.tables.celebrations.get(account)) or policy.new_row()
+            row = policy.CelebrationRow.from_stored(rt.tables.celebrations.get(account)).copy()
             await self.release(account, row, now)
         else:
             m = await rt.decode(event, Milestone, "drafter")
             if m is None:
                 return
             account = m.account_id
-            row = copy.deepcopy(rt.tables.celebrations.get(account)) or policy.new_row()
+            row = policy.CelebrationRow.from_stored(rt.tables.celebrations.get(account)).copy()
             if not policy.take_in(row, m, (msg.topic, msg.partition, msg.offset), now):
                 return  # a re-delivered copy: already taken in
-        rt.check_fits(row, f"held milestones of account {account!r}")
-        rt.tables.celebrations[account] = row
+        stored = row.to_stored()
+        rt.check_fits(stored, f"held milestones of account {account!r}")
+        rt.tables.celebrations[account] = stored
         self.due.schedule(account, self.due_at(row))
 
-    def due_at(self, row: dict) -> datetime | None:
+    def due_at(self, row: policy.CelebrationRow) -> datetime | None:
         return policy.due_at(row, self.gather, self.cooldown)
 
     async def draft(self, account: str, batch: list[Milestone], notes: list[str], now: datetime) -> ApprovalRequest:
         rt = self.rt
-        ctx = compile_context(account, policy.headline_milestones(batch), rt.tables.profiles.get(account),
-                              rt.tables.usage.get(account), rt.rules, now)
+        ctx = compile_context(account, policy.headline_milestones(batch),
+                              ProfileRow.from_stored(rt.tables.profiles.get(account)),
+                              UsageRow.from_stored(rt.tables.usage.get(account)), rt.rules, now)
         drafted = await self.writer.draft(ctx)
         recipients = ctx.executives[:1]
         rendered = render(drafted.note, ctx, rt.rules, recipients[0].name if recipients else None)
@@ -103,7 +106,7 @@ class DrafterAgents:
             milestone_titles=[milestone_title(m) for m in ctx.milestones],
             milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)])
 
-    async def park_held(self, account: str, row: dict, reason: str, error: str) -> None:
+    async def park_held(self, account: str, row: policy.CelebrationRow, reason: str, error: str) -> None:
         """Dead-letter every held milestone (each replayable on its own) and let go of them."""
         for m, (topic, partition, offset) in policy.held(row):
             await self.rt.dead_letters.send(stage="drafter", reason=reason, error=error, topic=topic,
@@ -111,13 +114,13 @@ class DrafterAgents:
                                             value=m.to_avro())
         policy.forget_held(row)
 
-    async def release(self, account: str, row: dict, now: datetime) -> None:
+    async def release(self, account: str, row: policy.CelebrationRow, now: datetime) -> None:
         rt = self.rt
         batch, notes = policy.release(row, now, self.gather, self.cooldown)
         if not batch:
             return
-        profile = (rt.tables.profiles.get(account) or {"p": {}})["p"]
-        if not isinstance(profile.get("csm_email"), str) or not profile["csm_email"].strip():
+        csm_email = ProfileRow.from_stored(rt.tables.profiles.get(account)).field("csm_email")
+        if not isinstance(csm_email, str) or not csm_email.strip():
             return await self.park_held(account, row, "no_csm_owner",
                                         f"account {account!r} has no csm_email in its CRM profile; "
                                         "fix the CRM record, then replay this dead letter")
@@ -142,7 +145,8 @@ class DrafterAgents:
         rt = self.rt
         if not faust_compat.settled(rt.app):
             return
-        self.due.refresh(list(rt.tables.celebrations.items()), self.due_at)
+        self.due.refresh(list(rt.tables.celebrations.items()),
+                         lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)))
         for account in self.due.pop_due(rt.clock.now()):
             await rt.channels.drafter_clock.send(key=account.encode(), value=b"due")
 

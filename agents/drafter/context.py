@@ -21,7 +21,8 @@ from typing import NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from milestone_stream.agents.detector.crm import PER_DATE
+from milestone_stream.agents.detector.crm import PER_DATE, ProfileRow, Provenance
+from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.dates import iso_date
 from milestone_stream.schemas.records import Citation, Contact, Milestone
 from milestone_stream.rules import Rules
@@ -384,40 +385,39 @@ def is_executive(role: str) -> bool:
     return any(r == role or role.startswith(r + "_") or role.endswith("_" + r) for r in EXECUTIVE_ROLES)
 
 
-def compile_context(account_id: str, milestones: list[Milestone], profile_row: dict | None,
-                    usage_row: dict | None, rules: Rules, now: datetime) -> Context:
-    """Build the context from the detector's table rows (see agents/crm.py and agents/usage.py).
+def compile_context(account_id: str, milestones: list[Milestone], profile_row: ProfileRow | None,
+                    usage_row: UsageRow | None, rules: Rules, now: datetime) -> Context:
+    """Build the context from the detector's table rows (agents/detector/crm.py's `ProfileRow` and
+    usage.py's `UsageRow`; None: the account has none yet).
 
     Never raises on the rows' values: an unreadable one is left out and, where the CSM should know,
     named in `data_notes`."""
-    profile_row = _dict(profile_row)
-    usage_row = _dict(usage_row)
-    p, provenance = _dict(profile_row.get("p")), _dict(profile_row.get("s"))
-    totals, spans, windows = _dict(usage_row.get("t")), _dict(usage_row.get("s")), _dict(usage_row.get("w"))
+    profile_row = profile_row if profile_row is not None else ProfileRow()
+    usage_row = usage_row if usage_row is not None else UsageRow()
+    p = profile_row.fields
     notes: list[str] = []
 
     def crm_fact(label: str, field: str, figure: str, numbers: tuple[Figure, ...] | None = None) -> Fact:
-        source, record, when = _provenance(provenance.get(field), account_id, now)
+        source, record, when = _provenance(profile_row.provenance(field), account_id, now)
         return Fact(label=label, figure=figure, source=source, record=f"{record} field {clean_text(field, LABEL_LIMIT)}",
                     as_of=when, numbers=_stated(figure) if numbers is None else numbers)
 
     facts = [f for m in milestones for f in _milestone_facts(m)]
-    contacts = _contacts(profile_row.get("c"), notes)
-    for metric, total in sorted(totals.items(), key=lambda kv: str(kv[0])):
+    contacts = _contacts(profile_row.contacts, notes)
+    for metric, total in sorted(usage_row.totals.items(), key=lambda kv: str(kv[0])):
         figure = format_number(total)
         if figure is None:
             notes.append(f"usage: unreadable lifetime total {_shown(total)} for {clean_text(metric, LABEL_LIMIT)!r}")
             continue
         label = rules.usage[metric].label if metric in rules.usage and rules.usage[metric].label else str(metric).replace("_", " ")
-        first_last = _span(spans.get(metric))
+        first_last = _span(usage_row.first_last(metric))
         facts.append(Fact(label=f"lifetime {clean_text(label, LABEL_LIMIT)}", figure=figure,
                           source=f"{DETECTOR} usage table",
                           record=f"sum of telemetry.events for account {clean_text(account_id, ACCOUNT_LIMIT)}, "
                                  f"metric {clean_text(metric, LABEL_LIMIT)}",
                           as_of=_epoch(first_last[1]) if first_last else now, numbers=_stated(figure)))
-    for metric, window in sorted(windows.items(), key=lambda kv: str(kv[0])):
-        window = _dict(window)
-        figure, start = format_number(window.get("m")), _epoch(window.get("s"))
+    for metric, start, measure in sorted(usage_row.window_measures(), key=lambda w: str(w[0])):
+        figure, start = format_number(measure), _epoch(start)
         if figure is None or start is None:
             continue
         facts.append(Fact(label=f"{clean_text(str(metric).replace('_', ' '), LABEL_LIMIT)} this window", figure=figure,
@@ -443,7 +443,7 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: d
         facts.append(crm_fact("customer since", "contract_start", since.isoformat()))
     elif p.get("contract_start") not in (None, ""):
         notes.append(f"customer since: unreadable contract_start {_shown(p.get('contract_start'))} in CRM")
-    pace = _pace(account_id, milestones, totals, spans, rules)
+    pace = _pace(account_id, milestones, usage_row, rules)
     if pace:
         facts.append(pace)
     name = clean_text(p.get("name"), ACCOUNT_LIMIT)
@@ -503,13 +503,13 @@ def _milestone_facts(m: Milestone) -> list[Fact]:
     return facts
 
 
-def _pace(account_id: str, milestones: list[Milestone], totals: dict, spans: dict, rules: Rules) -> Fact | None:
+def _pace(account_id: str, milestones: list[Milestone], usage_row: UsageRow, rules: Rules) -> Fact | None:
     """Months to the next tier at the average rate since the metric's first event (≥ 1 day of history,
     at most 100 years away)."""
     for m in milestones:
         if m.kind != "usage_threshold" or m.metric not in rules.usage:
             continue
-        total, first_last = totals.get(m.metric), _span(spans.get(m.metric))
+        total, first_last = usage_row.total(m.metric), _span(usage_row.first_last(m.metric))
         if format_number(total) is None or first_last is None:
             continue
         first, last = first_last
@@ -542,19 +542,13 @@ def _contacts(raw, notes: list[str]) -> list[Contact]:
     return sorted(out, key=lambda c: not is_executive(c.role))
 
 
-def _provenance(entry, account_id: str, now: datetime) -> tuple[str, str, datetime]:
+def _provenance(entry: Provenance | None, account_id: str, now: datetime) -> tuple[str, str, datetime]:
     """(source, record, as-of) of a CRM field, or the CRM, the account and now when unreadable."""
-    try:
-        source, record, when = entry
-        when = datetime.fromisoformat(when)
-        return (clean_text(source, LABEL_LIMIT) or "crm", clean_text(record, LABEL_LIMIT) or account_id,
-                when if when.tzinfo else when.replace(tzinfo=timezone.utc))
-    except (TypeError, ValueError):
+    if entry is None:
         return "crm", clean_text(account_id, ACCOUNT_LIMIT), now
-
-
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
+    when = entry.as_of
+    return (clean_text(entry.source, LABEL_LIMIT) or "crm", clean_text(entry.record, LABEL_LIMIT) or account_id,
+            when if when.tzinfo else when.replace(tzinfo=timezone.utc))
 
 
 def _plausible(value, limit: float) -> bool:
@@ -572,13 +566,12 @@ def _count(value) -> int | None:
     return int(value) if value >= 0 and value == int(value) else None
 
 
-def _span(value) -> tuple[float, float] | None:
-    """(first, last) event times of a metric, if both are readable epoch seconds."""
-    try:
-        first, last = (float(v) for v in value)
-    except (TypeError, ValueError):
+def _span(first_last: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A metric's (first, last) event times, if both are readable epoch seconds and in order."""
+    if first_last is None:
         return None
-    return (first, last) if _epoch(first) and _epoch(last) and first <= last else None
+    first, last = first_last
+    return first_last if _epoch(first) and _epoch(last) and first <= last else None
 
 
 def _epoch(ts) -> datetime | None:

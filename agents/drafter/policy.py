@@ -4,7 +4,8 @@ Why: a customer congratulated three times in a week stops reading; an account in
 want a cheerful note. Nothing is dropped and nothing is silent: held milestones are merged into the
 next note, and every decision becomes a policy note on the approval request.
 
-The drafter's row per account (a Faust table value, JSON):
+The drafter's row per account (`CelebrationRow`, stored in a Faust table as compact JSON); only
+this module knows the stored form's one-letter keys:
   d: ids of milestones taken in (a re-delivered milestone is recognised here)
   q: held milestones, oldest first: {"m": milestone as JSON, "o": [topic, partition, offset]}
   h: when the first of them was held (ISO)                l: when the account was last celebrated (ISO)
@@ -17,57 +18,96 @@ from milestone_stream.schemas.records import Milestone
 from milestone_stream.agents.drafter.context import Context
 
 
-def new_row() -> dict:
-    return {"d": [], "q": [], "h": None, "l": None}
+class CelebrationRow:
+    """One account's held milestones and last note: typed names over the stored compact form.
+
+    Times stay the ISO text they were written as, so a row read and written again is the same bytes.
+    `from_stored` reads a table value without copying it; `copy` makes the working copy the agent
+    changes (shallow: held entries are appended or dropped, never edited).
+    """
+
+    __slots__ = ("taken", "queue", "held_since", "last_celebrated")
+
+    def __init__(self) -> None:
+        self.taken: list[str] = []                 # d
+        self.queue: list[dict] = []                 # q: {"m": milestone as JSON, "o": [topic, partition, offset]}
+        self.held_since: str | None = None         # h
+        self.last_celebrated: str | None = None    # l
+
+    @classmethod
+    def from_stored(cls, value: dict | None) -> CelebrationRow:
+        row = cls()
+        if isinstance(value, dict):
+            row.taken, row.queue = value.get("d") or [], value.get("q") or []
+            row.held_since, row.last_celebrated = value.get("h"), value.get("l")
+        return row
+
+    def to_stored(self) -> dict:
+        """The compact form (shares the row's lists: store, then let go)."""
+        return {"d": self.taken, "q": self.queue, "h": self.held_since, "l": self.last_celebrated}
+
+    def copy(self) -> CelebrationRow:
+        out = CelebrationRow.__new__(CelebrationRow)
+        out.taken, out.queue = list(self.taken), list(self.queue)
+        out.held_since, out.last_celebrated = self.held_since, self.last_celebrated
+        return out
+
+    def __repr__(self) -> str:
+        return f"CelebrationRow({self.to_stored()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CelebrationRow) and self.to_stored() == other.to_stored()
 
 
-def take_in(row: dict, m: Milestone, origin: tuple[str, int, int], now: datetime) -> bool:
+def take_in(row: CelebrationRow, m: Milestone, origin: tuple[str, int, int], now: datetime) -> bool:
     """Hold a new milestone (in place); False for a re-delivered copy, which changes nothing."""
-    if m.milestone_id in row["d"]:
+    if m.milestone_id in row.taken:
         return False
-    row["d"].append(m.milestone_id)
-    row["q"].append({"m": m.model_dump(mode="json"), "o": list(origin)})
-    row["h"] = row["h"] or now.isoformat()
+    row.taken.append(m.milestone_id)
+    row.queue.append({"m": m.model_dump(mode="json"), "o": list(origin)})
+    row.held_since = row.held_since or now.isoformat()
     return True
 
 
-def due_at(row: dict, gather: timedelta, cooldown: timedelta) -> datetime | None:
+def due_at(row: CelebrationRow, gather: timedelta, cooldown: timedelta) -> datetime | None:
     """When the held milestones may be drafted: after a short gathering window (milestones fired by
     the same input arrive together), and not before the account's cooldown ends."""
-    if not row["q"]:
+    if not row.queue:
         return None
-    when = datetime.fromisoformat(row["h"]) + gather
-    if row["l"]:
-        when = max(when, datetime.fromisoformat(row["l"]) + cooldown)
+    when = datetime.fromisoformat(row.held_since) + gather
+    if row.last_celebrated:
+        when = max(when, datetime.fromisoformat(row.last_celebrated) + cooldown)
     return when
 
 
-def held(row: dict) -> list[tuple[Milestone, tuple[str, int, int]]]:
-    return [(Milestone.model_validate(h["m"]), tuple(h["o"])) for h in row["q"]]
+def held(row: CelebrationRow) -> list[tuple[Milestone, tuple[str, int, int]]]:
+    return [(Milestone.model_validate(h["m"]), tuple(h["o"])) for h in row.queue]
 
 
-def release(row: dict, now: datetime, gather: timedelta, cooldown: timedelta) -> tuple[list[Milestone], list[str]]:
+def release(row: CelebrationRow, now: datetime, gather: timedelta,
+            cooldown: timedelta) -> tuple[list[Milestone], list[str]]:
     """The held milestones to celebrate now (all of them, merged), with the cooldown's note; or nothing."""
     when = due_at(row, gather, cooldown)
     if when is None or now < when:
         return [], []
     batch = [m for m, _ in held(row)]
     notes = []
-    if row["l"] and datetime.fromisoformat(row["h"]) < datetime.fromisoformat(row["l"]) + cooldown:
-        notes.append(f"cooldown: the last note was drafted {row['l'][:10]}; {len(batch)} milestone(s) reached "
+    last = row.last_celebrated
+    if last and datetime.fromisoformat(row.held_since) < datetime.fromisoformat(last) + cooldown:
+        notes.append(f"cooldown: the last note was drafted {last[:10]}; {len(batch)} milestone(s) reached "
                      f"since were held and are merged into this note")
     return batch, notes
 
 
-def mark_celebrated(row: dict, now: datetime) -> None:
-    row["q"], row["h"], row["l"] = [], None, now.isoformat()
+def mark_celebrated(row: CelebrationRow, now: datetime) -> None:
+    row.queue, row.held_since, row.last_celebrated = [], None, now.isoformat()
 
 
-def forget_held(row: dict) -> None:
+def forget_held(row: CelebrationRow) -> None:
     """Drop the held milestones after dead-lettering them, so that a replay of them is taken in again."""
-    ids = {h["m"]["milestone_id"] for h in row["q"]}
-    row["d"] = [i for i in row["d"] if i not in ids]
-    row["q"], row["h"] = [], None
+    ids = {h["m"]["milestone_id"] for h in row.queue}
+    row.taken = [i for i in row.taken if i not in ids]
+    row.queue, row.held_since = [], None
 
 
 def headline_milestones(batch: list[Milestone]) -> list[Milestone]:

@@ -1,6 +1,9 @@
-"""Compiled-context fixtures for the drafting tests: a milestone and the detector rows behind it."""
+"""Compiled-context fixtures for the drafting tests: a milestone and the detector rows behind it
+(in their stored form, `stored_rows`, and read as the drafter reads them, `rows`)."""
 from datetime import datetime, timedelta, timezone
 
+from milestone_stream.agents.detector.crm import ProfileRow
+from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.ids import milestone_id
 from milestone_stream.schemas.records import Evidence, Milestone
 
@@ -15,7 +18,7 @@ def usage_milestone(account="acme", tier=10000, value=10450.0):
                      evidence=[Evidence(source="platform.mailer", record="event e-77", occurred_at=NOW)])
 
 
-def rows(industry="financial services", contacts=None, **profile):
+def stored_rows(industry="financial services", contacts=None, **profile):
     p = {"name": "Acme Corp", "industry": industry, "csm_email": "sam@vendor.example", "csm_name": "Sam Rivera",
          "contract_start": "2024-06-01", "roi_percent": 152, "adoption.automation_sequences": True, **profile}
     src = {f: ["salesforce", "001ACME", "2026-05-01T00:00:00+00:00"] for f in p}
@@ -26,3 +29,9 @@ def rows(industry="financial services", contacts=None, **profile):
     usage_row = {"t": {"emails_sent": 10450.0}, "s": {"emails_sent": [(NOW - timedelta(days=300)).timestamp(), NOW.timestamp()]},
                  "w": {}}
     return profile_row, usage_row
+
+
+def rows(**kwargs) -> tuple[ProfileRow, UsageRow]:
+    """`stored_rows` read from the table as the drafter reads them."""
+    profile_row, usage_row = stored_rows(**kwargs)
+    return ProfileRow.from_stored(profile_row), UsageRow.from_stored(usage_row)

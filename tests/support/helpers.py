@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import DeadLetter, Milestone
 
@@ -74,7 +75,8 @@ async def dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
 
 
 async def table_rows(bootstrap: str, prefix: str, table: str) -> dict:
-    """The latest row per key of a worker's table, from its changelog (what a recovering worker restores)."""
+    """The latest row per key of a worker's table, from its changelog (what a recovering worker restores),
+    in its stored form (read it with the owner's row class, e.g. `UsageRow.from_stored`)."""
     rows = {}
     for r in await read_topic(bootstrap, f"{prefix}detector-{table}-changelog"):
         rows[json.loads(r.key)] = json.loads(r.value) if r.value else None
@@ -83,4 +85,5 @@ async def table_rows(bootstrap: str, prefix: str, table: str) -> dict:
 
 async def final_totals(bootstrap: str, prefix: str, metric: str = "emails_sent") -> dict:
     """Each account's cumulative total of `metric`, from the usage table's changelog."""
-    return {k: v["t"].get(metric, 0.0) for k, v in (await table_rows(bootstrap, prefix, "usage")).items()}
+    return {k: UsageRow.from_stored(v).total(metric, 0.0)
+            for k, v in (await table_rows(bootstrap, prefix, "usage")).items()}

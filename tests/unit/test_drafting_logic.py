@@ -6,12 +6,14 @@ import pytest
 
 from milestone_stream.schemas.records import Milestone
 from milestone_stream.rules import Drafting, Rules
+from milestone_stream.agents.detector.crm import ProfileRow
+from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import policy
 from milestone_stream.agents.drafter.context import compile_context, numbers_in
 from milestone_stream.agents.drafter.guard import guard
 from milestone_stream.agents.drafter.template import Note, render, template_note
 
-from support.drafting import DAY, NOW, rows, usage_milestone
+from support.drafting import DAY, NOW, rows, stored_rows, usage_milestone
 
 
 
@@ -66,7 +68,7 @@ def test_render_escapes_data_and_takes_greeting_and_signature_from_crm():
 
 def test_policy_gathers_holds_for_the_cooldown_and_merges_never_drops():
     gather, cooldown = timedelta(seconds=10), timedelta(days=14)
-    row = policy.new_row()
+    row = policy.CelebrationRow()
     m1, m2 = usage_milestone(tier=1000), usage_milestone(tier=5000)
     assert policy.take_in(row, m1, ("milestones", 0, 1), NOW)
     assert not policy.take_in(row, m1, ("milestones", 0, 2), NOW), "a re-delivered copy was taken twice"
@@ -155,11 +157,12 @@ def test_an_unreadable_or_impossible_contract_start_is_left_out(start):
 
 
 def test_usage_figures_are_never_inf_or_nan():
-    profile_row, usage_row = rows()
+    profile_row, usage_row = stored_rows()
     usage_row["t"] = {"emails_sent": float("inf"), "calls": float("nan"), "chats": "many", "big": 1e308, "ok": 12.0}
     usage_row["s"] = {"emails_sent": "garbage", "ok": [1e308, -1e308]}
     usage_row["w"] = {"chats": {"s": "x", "m": float("nan")}, "ok": [1, 2], "x": {"s": 1e308, "m": 1}}
-    ctx = compile_context("acme", [usage_milestone()], profile_row, usage_row, Rules(), NOW)
+    ctx = compile_context("acme", [usage_milestone()], ProfileRow.from_stored(profile_row),
+                          UsageRow.from_stored(usage_row), Rules(), NOW)
     figures = " ".join(f.figure for f in ctx.facts)
     assert "inf" not in figures and "nan" not in figures and "e+" not in figures
     assert {f.label for f in ctx.facts if f.label.startswith("lifetime")} == {"lifetime ok"}
@@ -193,7 +196,7 @@ def hostile_rows(rnd):
              "w": {"active_users": rnd.choice([{"s": NOW.timestamp(), "m": pick()}, pick()])}}
     if rnd.random() < 0.5:
         usage["t"]["emails_sent"] = rnd.choice([10450.0, 0.0, -3.0, 1e14])
-    return {"p": p, "c": contacts, "s": provenance}, usage
+    return ProfileRow.from_stored({"p": p, "c": contacts, "s": provenance}), UsageRow.from_stored(usage)
 
 
 def hostile_milestones(rnd):

@@ -154,7 +154,7 @@ def test_a_name_that_is_only_a_number_is_never_masked(name):
 
 def test_figures_in_labels_modules_and_other_text_ground_nothing():
     profile_row, usage_row = rows(**{"adoption.sso_v7": True, "industry": "retail 8888", "top_use_case": "grew 7777%"})
-    usage_row["t"]["emails_6666"] = 5.0              # a metric name from telemetry: free text in a label
+    usage_row.totals["emails_6666"] = 5.0            # a metric name from telemetry: free text in a label
     ctx = compile_context("acme", [usage_milestone()], profile_row, usage_row, Rules(), NOW)
     labels = " ".join(f.label for f in ctx.facts)
     assert "6666" in labels and "sso v7" in " ".join(f.figure for f in ctx.facts)

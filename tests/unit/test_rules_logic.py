@@ -55,7 +55,7 @@ def ev(value, at, metric="active_users"):
 
 def test_spike_fires_once_per_window_above_the_minimum_base():
     rules = Rules()
-    row, week = usage.new_row(), timedelta(days=7)
+    row, week = usage.UsageRow(), timedelta(days=7)
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
     start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=timezone.utc)
     offset = iter(range(100))
@@ -71,7 +71,7 @@ def test_spike_fires_once_per_window_above_the_minimum_base():
 
 def test_tiers_fire_in_order_and_replays_are_skipped():
     rules = Rules()
-    row = usage.new_row()
+    row = usage.UsageRow()
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     status, fired = apply(row, ev(12000, at, "emails_sent"), 5, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [500, 1000, 5000, 10000]
@@ -85,7 +85,7 @@ def test_tiers_fire_in_order_and_replays_are_skipped():
     ([499.5, 0.5, 4500], [500, 1000, 5000]),
 ])
 def test_tier_boundaries(steps, fired):
-    rules, row = Rules(), usage.new_row()
+    rules, row = Rules(), usage.UsageRow()
     at = datetime(2026, 1, 1, tzinfo=timezone.utc)
     got = [m.threshold for i, v in enumerate(steps)
            for m in apply(row, ev(v, at, "emails_sent"), i, rules)[1]]
@@ -123,33 +123,33 @@ def test_a_late_older_crm_value_does_not_overwrite_a_newer_one_nor_fire():
                          occurred_at=datetime(2026, 6, 1, 9, minute, tzinfo=timezone.utc),
                          changes=[FieldChange(field=k, value=v) for k, v in fields.items()])
 
-    row, rules, today = crm.new_row(), Rules(), date(2026, 6, 1)
+    row, rules, today = crm.ProfileRow(), Rules(), date(2026, 6, 1)
     fired = crm.apply_change(row, change(1, 30, roi_percent=120.0, industry=None), ("crm", 0), rules, today)
     assert [m.threshold for m in fired] == [100]
     # published earlier in the CRM, delivered later (another partition, a backfill)
     fired = crm.apply_change(row, change(2, 10, roi_percent=210.0, industry="retail", name="Acme"), ("crm", 1),
                              rules, today)
-    assert fired == [] and row["p"] == {"roi_percent": 120.0, "name": "Acme"}  # the cleared industry stays cleared
+    assert fired == [] and row.fields == {"roi_percent": 120.0, "name": "Acme"}  # the cleared industry stays cleared
     fired = crm.apply_change(row, change(3, 45, roi_percent=160.0), ("crm", 2), rules, today)
-    assert [m.threshold for m in fired] == [150] and row["p"]["roi_percent"] == 160.0
+    assert [m.threshold for m in fired] == [150] and row.field("roi_percent") == 160.0
 
 
 def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
-    stored = usage.new_row()
+    stored = usage.UsageRow()
     rules = Rules()
     apply(stored, TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600,
                                  occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t"), 0, rules)
     snapshot = repr(stored)
-    work = usage.copy_row(stored)
+    work = stored.copy()
     status, fired = apply(work, TelemetryEvent(event_id="e2", account_id="a", metric="emails_sent", value=500,
                                                occurred_at=datetime(2026, 6, 2, tzinfo=timezone.utc), source="t"),
                           1, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [1000]
-    assert repr(stored) == snapshot and work["t"]["emails_sent"] == 1100
+    assert repr(stored) == snapshot and work.total("emails_sent") == 1100
 
 
 def test_duplicates_are_exact_within_the_horizon_however_many_events_came_between():
-    rules, seen, row = Rules(), Ids(), usage.new_row()
+    rules, seen, row = Rules(), Ids(), usage.UsageRow()
     at = datetime(2026, 6, 1, tzinfo=timezone.utc)
 
     def send(event_id, offset, now=at + timedelta(days=1)):
@@ -161,10 +161,10 @@ def test_duplicates_are_exact_within_the_horizon_however_many_events_came_betwee
     assert [send(f"e{i}", i) for i in range(1, 50_001)] == [usage.APPLIED] * 50_000
     assert send("e0", 50_001) == usage.DUPLICATE  # 50,000 newer ids later, still recognised
     assert send("e7", 50_002, now=at + timedelta(days=29)) == usage.DUPLICATE
-    assert row["t"]["emails_sent"] == 50_001
+    assert row.total("emails_sent") == 50_001
     # older than the horizon: refused (to be dead-lettered), never counted, even with a new id
     assert send("new", 50_003, now=at + timedelta(days=30, seconds=1)) == usage.BEYOND_HORIZON
-    assert row["t"]["emails_sent"] == 50_001
+    assert row.total("emails_sent") == 50_001
     assert send("e9", 9) == usage.REPLAYED
 
 
@@ -173,10 +173,10 @@ def test_an_id_written_before_a_crash_lost_the_row_is_this_event_replayed_not_a_
     rules, at = Rules(), datetime(2026, 6, 1, tzinfo=timezone.utc)
     event = TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600, occurred_at=at, source="t")
     seen = Ids()
-    usage.apply_event(usage.new_row(), event, 7, rules, seen, at)  # the id was written, the row was not
-    row = usage.new_row()
+    usage.apply_event(usage.UsageRow(), event, 7, rules, seen, at)  # the id was written, the row was not
+    row = usage.UsageRow()
     status, fired = usage.apply_event(row, event, 7, rules, seen, at)  # read again after the restart
-    assert status == usage.APPLIED and [m.threshold for m in fired] == [500] and row["t"]["emails_sent"] == 600
+    assert status == usage.APPLIED and [m.threshold for m in fired] == [500] and row.total("emails_sent") == 600
     assert usage.apply_event(row, event, 8, rules, seen, at)[0] == usage.DUPLICATE  # a real re-send
     # the row was written, the id was not: the replay (offset at or below the row's) writes the id again
     lost = Ids()
@@ -185,8 +185,8 @@ def test_an_id_written_before_a_crash_lost_the_row_is_this_event_replayed_not_a_
 
 
 def test_rows_of_the_recent_ids_format_are_read_and_lose_the_old_list():
-    stored = {**usage.new_row(), "r": "AAAAAAAA"}
-    assert "r" not in usage.copy_row(stored)
+    stored = {"t": {}, "o": -1, "r": "AAAAAAAA", "w": {}}
+    assert "r" not in usage.UsageRow.from_stored(stored).copy().to_stored()
 
 
 def test_values_above_the_configured_bound_are_refused():
