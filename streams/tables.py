@@ -4,17 +4,33 @@ Why here and not in each stage: the drafter reads the detector's rows (the conte
 the tables are shared; declaring them in one place keeps their names, partitions and changelog
 settings (the event-id table's retention) together. Each row's shape is owned by one module:
 `usage` by agents/detector/usage.py, `profiles` by agents/detector/crm.py, `celebrations` by
-agents/drafter/policy.py, `event_ids` by agents/detector/usage.py (`SeenIds`).
+agents/drafter/policy.py, `event_ids` by agents/detector/usage.py (`SeenIds`). The tables hold
+the rows' stored form (plain JSON dicts); each owner's row class is a `StoredRow`, and an agent
+converts at the table: `Row.from_stored(table.get(key)).copy()` to change it, `table[key] = row.to_stored()`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol, TypeVar
 
 import faust
 
 from milestone_stream.rules import Rules
 from milestone_stream.settings import Settings
+
+Row = TypeVar("Row", bound="StoredRow")
+
+
+class StoredRow(Protocol):
+    """A table row as its owner module types it, apart from the compact form the changelog holds."""
+
+    @classmethod
+    def from_stored(cls: type[Row], value: dict | None) -> Row: ...   # a read, sharing value's containers
+
+    def to_stored(self) -> dict: ...                                  # exactly the compact form
+
+    def copy(self: Row) -> Row: ...                                   # a working copy to change
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,11 @@ class ProfileRow:
 
     def provenance(self, name: str) -> Provenance | None:
         """Where the field's value came from; None if not recorded or unreadable."""
+        entry = (self.sources or {}).get(name)
+        if entry is None:
+            return None
         try:
-            source, record, when = (self.sources or {}).get(name)
+            source, record, when = entry
             return Provenance(source, record, datetime.fromisoformat(when))
         except (TypeError, ValueError):
             return None

@@ -110,8 +110,11 @@ class UsageRow:
 
     def first_last(self, metric: str) -> tuple[float, float] | None:
         """(first, last) event time of the metric, epoch seconds; None if absent or not two numbers."""
+        span = (self.spans or {}).get(metric)
+        if span is None:
+            return None
         try:
-            first, last = (float(v) for v in (self.spans or {}).get(metric))
+            first, last = (float(v) for v in span)
         except (TypeError, ValueError):
             return None
         return first, last
