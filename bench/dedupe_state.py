@@ -20,7 +20,7 @@ import platform
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from detector import ROOT, committed_total, event, peak_rss_mib, publish, start_worker
@@ -43,7 +43,8 @@ async def run(kafka: LocalKafka, tmp: Path, args, store: str, distinct: bool) ->
     worker = start_worker(kafka.bootstrap_servers, names.prefix, tmp / "rules.yaml", data, 1)
     began = time.perf_counter()
     try:
-        while await committed_total(kafka.bootstrap_servers, f"{names.prefix}detector", names.telemetry, 1) < args.events:
+        detector_group = f"{names.prefix}detector"
+        while await committed_total(kafka.bootstrap_servers, detector_group, names.telemetry, 1) < args.events:
             if worker.poll() is not None:
                 raise SystemExit(f"the worker exited; see {data / 'worker.log'}")
             await asyncio.sleep(0.5)
@@ -73,7 +74,7 @@ def main(args) -> None:
         with LocalKafka(tmp / "kafka") as kafka:  # started outside the event loop (it probes with its own)
             rows = asyncio.run(measure(kafka, tmp, args))
     n = args.events
-    lines = [f"\n### Dedupe state, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC "
+    lines = [f"\n### Dedupe state, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
              f"({n:,} events, {args.accounts} account(s), {platform.machine()}, local broker)\n",
              "| store | changelog bytes per event | memory per event (RSS beyond all-duplicates) "
              "| RocksDB bytes per event | worker events/s |", "| --- | --- | --- | --- | --- |"]

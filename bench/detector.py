@@ -23,22 +23,22 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from milestone_stream.kafka_io import producer
 from milestone_stream.dev.kafka_local import LocalKafka
+from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import Milestone, TelemetryEvent
 from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 # a day ago: every event within the worker's dedupe horizon (an older one is dead-lettered)
-T0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=1)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 
 
 def event(event_id: str, account: int, ms: int) -> TelemetryEvent:
@@ -213,8 +213,8 @@ async def main() -> None:
     # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
     # latency: a tier every 250 per account, so at 10 per event one event in 25 fires one
     (tmp / "default-rules.yaml").write_text("{}\n")
-    (tmp / "rules.yaml").write_text("usage: {emails_sent: {tiers: [%s]}}\nspike: null\n"
-                                    % ", ".join(str(250 * k) for k in range(1, 4001)))
+    tiers = ", ".join(str(250 * k) for k in range(1, 4001))
+    (tmp / "rules.yaml").write_text("usage: {emails_sent: {tiers: [" + tiers + "]}}\nspike: null\n")
     kafka = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -245,12 +245,12 @@ async def main() -> None:
     size = len(events(1, 1)[0].to_avro())
     settings = Settings.from_env()
     report = (
-        f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
+        f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
         f"conditions: Kafka 3.9.1 local (1 node), {args.partitions} partitions, {args.events:,} events for "
         f"{args.accounts:,} accounts, {size}-byte Avro values, guarantee at_least_once, commit interval "
         f"{settings.commit_interval} s, producer linger {settings.producer_linger * 1000:g} ms, batches of "
-        f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, tiers crossed evenly in the latency run, "
-        f"worker and broker on the same machine\n\n"
+        f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, "
+        f"tiers crossed evenly in the latency run, worker and broker on the same machine\n\n"
         f"| measure | value |\n| --- | --- |\n"
         f"| raw aiokafka consume→produce (baseline) | {raw_eps:,.0f} events/s |\n"
         f"| Faust floor: agent that only consumes (batched) | {floors['consume']:,.0f} events/s "

@@ -40,7 +40,7 @@ class Record(BaseModel):
         return codec(self.schema_name).encode(self.model_dump())
 
     @classmethod
-    def from_avro(cls, data: bytes | None) -> "Record":
+    def from_avro(cls, data: bytes | None) -> Record:
         """Decode and validate; raises `CodecError` or pydantic's `ValidationError`."""
         return cls.model_validate(codec(cls.schema_name).decode(data))
 

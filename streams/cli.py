@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from milestone_stream import logs
@@ -29,9 +30,9 @@ def cmd_worker(args) -> int:
     from milestone_stream import faust_compat
     from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.app import build_app, required_topics
-    from milestone_stream.topics import ensure
     from milestone_stream.clock import Clock
     from milestone_stream.rules import Rules
+    from milestone_stream.topics import ensure
 
     s = Settings.from_env()
     rules = Rules.load(s.rules_file)  # fail fast, before touching Kafka
@@ -163,10 +164,10 @@ def cmd_resync(args) -> int:
 
 
 def cmd_publish_sample(args) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    from milestone_stream.kafka_io import producer
     from milestone_stream.dev.sample import sample
+    from milestone_stream.kafka_io import producer
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -174,7 +175,7 @@ def cmd_publish_sample(args) -> int:
     bootstrap = _require_bootstrap(s)
 
     async def publish():
-        changes, events = sample(datetime.now(timezone.utc))
+        changes, events = sample(datetime.now(UTC))
         async with producer(bootstrap) as prod:
             for c in changes:
                 await prod.send(names.crm, key=c.account_id.encode(), value=c.to_avro())
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("resync", help="Salesforce records to re-read after CDC gap or overflow events")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_resync)
-    sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP").set_defaults(func=cmd_sender)
+    p = sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP")
+    p.set_defaults(func=cmd_sender)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

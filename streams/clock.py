@@ -6,7 +6,7 @@ time), so tests and demos can stand on any day without waiting.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from milestone_stream.dates import iso_instant
 
@@ -16,10 +16,10 @@ class Clock:
         self._offset = 0.0 if start is None else start.timestamp() - time.time()
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(time.time() + self._offset, tz=timezone.utc)
+        return datetime.fromtimestamp(time.time() + self._offset, tz=UTC)
 
     @classmethod
-    def from_iso(cls, text: str | None) -> "Clock":
+    def from_iso(cls, text: str | None) -> Clock:
         if not text:
             return cls()
         return cls(iso_instant(text))

@@ -12,7 +12,7 @@ Pure: no clock, no conversion between zones.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 
 def iso_date(text: str) -> date | None:
@@ -29,4 +29,4 @@ def iso_instant(text: str) -> datetime:
     """An aware datetime from ISO-8601 text ("Z" or an offset kept as written; no zone means UTC);
     raises ValueError when the text is not one."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

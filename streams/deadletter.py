@@ -9,14 +9,14 @@ on purpose by raising `Unprocessable` with a stable reason.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from milestone_stream.observability import DEAD_LETTERS
 from milestone_stream.schemas.codec import CodecError
 from milestone_stream.schemas.records import DeadLetter, Record
-from milestone_stream.observability import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class DeadLetters:
         if key is not None and len(key) > self._max_value:
             key = None
         letter = DeadLetter(stage=stage, reason=reason, error=error[:2000], topic=topic, partition=partition,
-                            offset=offset, key=key, value=value, failed_at=datetime.now(timezone.utc))
+                            offset=offset, key=key, value=value, failed_at=datetime.now(UTC))
         await self._produce(self.topic, key, letter.to_avro())
         DEAD_LETTERS.labels(stage, reason).inc()
         log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}",

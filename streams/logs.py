@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FIELDS = ("agent", "account_id", "milestone_id", "approval_id", "kind", "title", "stage", "reason", "origin",
           "purpose", "attempt", "drafted_by", "error")
@@ -16,7 +16,7 @@ FIELDS = ("agent", "account_id", "milestone_id", "approval_id", "kind", "title",
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+        line = {"time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
         line.update({f: getattr(record, f) for f in FIELDS if hasattr(record, f)})
         if record.exc_info:

@@ -80,7 +80,7 @@ class Rules(Strict):
     max_event_value: float = Field(1e9, gt=0, le=1e15)
 
     @model_validator(mode="after")
-    def _known_metrics(self) -> "Rules":
+    def _known_metrics(self) -> Rules:
         overlap = set(self.usage) & set(self.gauges)
         if overlap:
             raise ValueError(f"metrics {sorted(overlap)} are both cumulative (usage) and gauges")
@@ -94,5 +94,5 @@ class Rules(Strict):
         return metric in self.usage or metric in self.gauges
 
     @classmethod
-    def load(cls, path: Path | str | None) -> "Rules":
+    def load(cls, path: Path | str | None) -> Rules:
         return cls() if path is None else load_config_file(cls, path, "rules")

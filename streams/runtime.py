@@ -49,7 +49,7 @@ class Channels:
     drafter_input: faust.TopicT  # milestones and the drafter timer's ticks: the drafter agent's input
 
     @classmethod
-    def declare(cls, app: faust.App, names: TopicNames) -> "Channels":
+    def declare(cls, app: faust.App, names: TopicNames) -> Channels:
         single = {field: app.topic(getattr(names, name), **RAW) for field, name in (
             ("telemetry", "telemetry"), ("crm", "crm"), ("clock", "clock"), ("milestones", "milestones"),
             ("requests", "approval_requests"), ("drafter_clock", "drafter_clock"), ("resync", "resync"),
@@ -88,7 +88,7 @@ class Runtime:
         record = await decode_or_park(record_type, stage=stage, dead_letters=self.dead_letters, **where)
         if record is None:
             return None
-        account = getattr(record, "account_id")
+        account = record.account_id
         problem = (("key_mismatch", f"record key {msg.key!r} is not its account_id {account!r}")
                    if msg.key != account.encode() else check(record) if check else None)
         if problem:

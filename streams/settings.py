@@ -11,7 +11,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-
 # The current Sonnet-class model in the installed SDK's model list (`anthropic.types.Model`), not in its
 # deprecation table; tests/test_claude_drafter.py checks both against the installed SDK.
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -70,7 +69,8 @@ class Settings(BaseModel):
     data_dir: Path = Field(Path("var"), alias="MILESTONES_DATA_DIR")
     web_bind: str = Field("127.0.0.1", alias="MILESTONES_WEB_BIND")
     web_port: int = Field(6066, alias="MILESTONES_WEB_PORT", ge=0, le=65535)
-    stall_seconds: float = Field(60.0, alias="MILESTONES_STALL_SECONDS", gt=0)  # /healthz: no progress with input waiting
+    # /healthz: no progress with input waiting
+    stall_seconds: float = Field(60.0, alias="MILESTONES_STALL_SECONDS", gt=0)
     anniversary_interval: float = Field(5.0, alias="MILESTONES_ANNIVERSARY_INTERVAL", gt=0)
     now: str | None = Field(None, alias="MILESTONES_NOW")  # start the injected clock at this instant
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="MILESTONES_LOG_LEVEL")
@@ -108,7 +108,7 @@ class Settings(BaseModel):
     send_retry_seconds: float = Field(3600.0, alias="MILESTONES_SEND_RETRY_SECONDS", ge=0)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         known = {f.alias for f in cls.model_fields.values()}
         values = {k: v for k, v in env.items() if k in known and v != ""}

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
 
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.ingest import salesforce_cdc, segment
-from milestone_stream.agents.ingest.mapping import Rejected, Skipped
 from milestone_stream.agents.ingest.config import AdaptersConfig
+from milestone_stream.agents.ingest.mapping import Rejected, Skipped
 from milestone_stream.runtime import RAW, Runtime
 from milestone_stream.schemas.records import CrmChange, Origin, Record, ResyncNeeded, TelemetryEvent
 
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 SKIPPED = Counter("milestones_adapter_skipped_total", "Well-formed source messages an adapter does not map, by reason",
                   ["adapter", "reason"])
 RESYNC = Counter("milestones_crm_resync_needed_total",
-                 "Salesforce CDC gap and overflow events: records to re-read from Salesforce", ["entity", "change_type"])
+                 "Salesforce CDC gap and overflow events: records to re-read from Salesforce",
+                 ["entity", "change_type"])
 
 
 class IngestAgents:
@@ -73,7 +74,7 @@ class IngestAgents:
             document = json.loads(msg.value)
         except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a 5,000-digit number, deep nesting
             raise Rejected("malformed_json", f"not JSON: {str(exc)[:300]}") from None
-        result = mapper(document, origin, datetime.fromtimestamp(msg.timestamp, tz=timezone.utc))
+        result = mapper(document, origin, datetime.fromtimestamp(msg.timestamp, tz=UTC))
         if isinstance(result, Skipped):
             SKIPPED.labels(adapter, result.reason).inc()
             return

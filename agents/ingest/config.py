@@ -20,7 +20,7 @@ class AdaptersConfig(Strict):
     salesforce_cdc: CdcConfig | None = None
 
     @model_validator(mode="after")
-    def _distinct_topics(self) -> "AdaptersConfig":
+    def _distinct_topics(self) -> AdaptersConfig:
         if self.segment and self.salesforce_cdc and self.segment.topic == self.salesforce_cdc.topic:
             raise ValueError("segment and salesforce_cdc must read different topics")
         return self
@@ -29,7 +29,7 @@ class AdaptersConfig(Strict):
         return [a.topic for a in (self.segment, self.salesforce_cdc) if a]
 
     @classmethod
-    def load(cls, path: Path | str | None, rules: Rules) -> "AdaptersConfig":
+    def load(cls, path: Path | str | None, rules: Rules) -> AdaptersConfig:
         config = cls() if path is None else load_config_file(cls, path, "adapters")
         unknown = sorted({m.metric for m in config.segment.track.values()} - set(rules.usage) - set(rules.gauges)) \
             if config.segment else []

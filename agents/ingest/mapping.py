@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from milestone_stream.dates import iso_instant
 from milestone_stream.deadletter import Unprocessable
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAYS_BELOW = 10_000_000  # |an integer date| below this is epoch days, at or above it epoch milliseconds
 INT64 = 2 ** 63  # the profile's Avro `long`: an integer outside ±2^63 cannot be published
 MISSING = object()  # `find`'s answer for a path that is not there (as opposed to a JSON null)
@@ -129,7 +129,7 @@ def instant(value, what: str, reason: str = "invalid_timestamp") -> datetime:
     if isinstance(value, str):
         parsed = _from_iso(value, what, reason)
         try:
-            return parsed.astimezone(timezone.utc)
+            return parsed.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
             raise Rejected(reason, f"{what} {_text(value)} is out of range") from None
     raise Rejected(reason, f"{what} {_text(value)} is not a timestamp")

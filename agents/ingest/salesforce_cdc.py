@@ -32,7 +32,16 @@ from typing import Literal
 from fastavro.schema import expand_schema, parse_schema
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from milestone_stream.agents.ingest.mapping import Rejected, Skipped, calendar_date, dig, finite, instant, number, scalar
+from milestone_stream.agents.ingest.mapping import (
+    Rejected,
+    Skipped,
+    calendar_date,
+    dig,
+    finite,
+    instant,
+    number,
+    scalar,
+)
 from milestone_stream.schemas.records import CrmChange, FieldChange, Origin, ResyncNeeded
 from milestone_stream.settings import Strict
 
@@ -111,7 +120,7 @@ class CdcConfig(Strict):
             if isinstance(fields, dict) else fields
 
     @model_validator(mode="after")
-    def _read_schema(self) -> "CdcConfig":
+    def _read_schema(self) -> CdcConfig:
         """Read the schema once at start-up; a mapped field it does not have is a typo, stopped here."""
         if self.schema_file is not None:
             layout = read_layout(self.schema_file)
@@ -161,8 +170,9 @@ def decode_fields(entries: list[str], layout: Layout, key: str = "changedFields"
             raise Rejected("schema_mismatch", f"{key} {entry[:40]!r}: position {parent} is not a compound field "
                                               "in the configured schema (is schema_file the event's schema?)")
         if bits.bit_length() > len(fields):
-            raise Rejected("schema_mismatch", f"{key} {entry[:40]!r} names field {bits.bit_length() - 1}; the configured "
-                                              f"schema has {len(fields)} (is schema_file the event's schema?)")
+            raise Rejected("schema_mismatch", f"{key} {entry[:40]!r} names field {bits.bit_length() - 1}; "
+                                              f"the configured schema has {len(fields)} "
+                                              "(is schema_file the event's schema?)")
         names.update(prefix + fields[i] for i in range(bits.bit_length()) if bits >> i & 1)
     return names
 
@@ -193,7 +203,7 @@ def _changed(header: dict, body: dict, change_type: str, config: CdcConfig) -> l
     changed, nulled, diffs = (_strings(header, key) for key in LISTS)
     if config.layout is not None:
         changed, nulled, diffs = (decode_fields(names, config.layout, key)
-                                  for names, key in zip((changed, nulled, diffs), LISTS))
+                                  for names, key in zip((changed, nulled, diffs), LISTS, strict=True))
         opaque = False
     else:  # bitmaps cannot be read without the schema: names only (see the module doc)
         opaque = any(BITMAP.fullmatch(f) for f in changed)

@@ -30,8 +30,8 @@ from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import format_datetime
 
-from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest
 from milestone_stream.agents.drafter.context import MILESTONE
+from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest
 
 NAME_MAX = 100  # characters of a display name; more is cut (a name is shown, never needed in full)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -32,7 +32,7 @@ class Sender:
     def __init__(self, bootstrap: str, names, group_id: str, smtp: SmtpConfig, links, *,
                  domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
                  backoff: tuple[float, float] = (1.0, 60.0), webhook: str | None = None,
-                 clock=lambda: datetime.now(timezone.utc)) -> None:
+                 clock=lambda: datetime.now(UTC)) -> None:
         self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
         self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
         self.domain, self.sender_address = domain, sender_address

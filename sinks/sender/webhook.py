@@ -5,8 +5,6 @@ another 4xx is permanent, and a time-out or dropped connection after the request
 """
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from milestone_stream.schemas.records import ApprovalRequest
@@ -36,5 +34,5 @@ async def post(url: str, text: str, timeout: float = 10.0) -> str:
                                    permanent=response.status < 500 and response.status != 429)
     except aiohttp.ClientConnectorError as exc:
         raise NotDelivered(f"webhook unreachable: {exc}", permanent=False) from None
-    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise DeliveryUnknown(f"webhook: {type(exc).__name__}: {exc}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -77,7 +78,8 @@ def resolve_classpath() -> str:
 
 
 def _maven_resolve(libs: Path) -> None:
-    if shutil.which("mvn") is None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
         raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it or set KAFKA_HOME")
     work = libs.parent
     work.mkdir(parents=True, exist_ok=True)
@@ -85,12 +87,13 @@ def _maven_resolve(libs: Path) -> None:
     pom.write_text(_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION))
     print(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven into {libs} (once)", file=sys.stderr)
     result = subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
          "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
         capture_output=True, text=True,
     )
     if result.returncode != 0:
-        raise BrokerError(f"Maven could not resolve Kafka {KAFKA_VERSION}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise BrokerError(f"Maven could not resolve Kafka {KAFKA_VERSION}:\n"
+                          f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
     (libs / ".complete").write_text(KAFKA_VERSION)
 
 
@@ -129,7 +132,7 @@ class LocalKafka:
     def log_file(self) -> Path:
         return self.data_dir / "broker.log"
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 90.0) -> LocalKafka:
         """Start the broker and return once it answers.
 
         Why the try: java runs in its own session (so a terminal's Ctrl-C reaches only us and we
@@ -172,7 +175,7 @@ class LocalKafka:
                 proc.wait(10)
         self.process = None
 
-    def __enter__(self) -> "LocalKafka":
+    def __enter__(self) -> LocalKafka:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -223,7 +226,8 @@ class LocalKafka:
         return path
 
     def _java(self, classpath: str, main: str, *args: str, wait: bool):
-        java = shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if os.environ.get("JAVA_HOME") else shutil.which("java")
+        java_home = os.environ.get("JAVA_HOME")
+        java = shutil.which("java", path=os.path.join(java_home, "bin")) if java_home else shutil.which("java")
         if java is None:
             raise BrokerError("java is needed to run the local Kafka broker (Java 17+)")
         cmd = [java, f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -275,10 +279,8 @@ async def answers_metadata(bootstrap_servers: str) -> bool:
     except Exception:
         return False
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:
-            pass
 
 
 class KafkaUnreachable(RuntimeError):
@@ -356,7 +358,7 @@ def _tcp_reason(host: str, port: int, timeout: float) -> str | None:
             return None
         except ConnectionRefusedError:
             last = "connection refused"
-        except socket.timeout:
+        except TimeoutError:
             last = f"no answer within {timeout:.0f} s"
         except OSError as exc:
             last = exc.strerror or str(exc)
@@ -387,10 +389,8 @@ async def _metadata_reason(bootstrap_servers: str, timeout: float) -> str | None
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     finally:
-        try:
+        with contextlib.suppress(Exception):
             await admin.close()
-        except Exception:
-            pass
         logger.disabled = was_disabled
 
 

@@ -23,10 +23,10 @@ from milestone_stream.topics import TopicNames, ensure_topics
 def up(exit_after: float | None, require_bootstrap: Callable[[Settings], str]) -> int:
     import secrets
 
-    from milestone_stream.dev.kafka_local import LocalKafka, _port_free, free_port
-    from milestone_stream.sinks.approvals.links import sign_in_link
     from milestone_stream.dev.catcher import start_catcher
+    from milestone_stream.dev.kafka_local import LocalKafka, _port_free, free_port
     from milestone_stream.dev.watch import watch_milestones
+    from milestone_stream.sinks.approvals.links import sign_in_link
 
     s = Settings.from_env()
     if s.bootstrap_servers:
@@ -57,7 +57,8 @@ def up(exit_after: float | None, require_bootstrap: Callable[[Settings], str]) -
                 print(f"  email      saved to {path}", flush=True)
 
             catcher = start_catcher(outbox, port=int(env["MILESTONES_SMTP_PORT"]), on_message=landed)
-            print(f"SMTP catcher on 127.0.0.1:{env['MILESTONES_SMTP_PORT']}: emails are saved as .eml in {outbox}/", flush=True)
+            print(f"SMTP catcher on 127.0.0.1:{env['MILESTONES_SMTP_PORT']}: emails are saved as .eml in {outbox}/",
+                  flush=True)
         asyncio.run(ensure_topics(env["KAFKA_BOOTSTRAP_SERVERS"], TopicNames(s.topic_prefix).all(), s.partitions,
                                   s.replication_factor))
         for name in ("worker", "ui", "sender"):

@@ -71,7 +71,8 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
         sought = self.__dict__.setdefault("_ms_sought", {})
         if time.monotonic() - sought.get((tp, hole), 0.0) > RESEEK_SECONDS:
             sought[(tp, hole)] = time.monotonic()
-            log.warning("re-reading a partition from a skipped message", extra={"origin": f"{tp.topic}[{tp.partition}]@{hole}"})
+            log.warning("re-reading a partition from a skipped message",
+                        extra={"origin": f"{tp.topic}[{tp.partition}]@{hole}"})
             asyncio.ensure_future(self.seek(tp, hole))
         return False
 

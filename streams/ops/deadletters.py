@@ -7,7 +7,7 @@ before the record is re-published, so a second replay of the same dead letter is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -25,7 +25,8 @@ class Parked:
 
 async def parked(bootstrap: str, names: TopicNames, *, stage: str | None = None, reason: str | None = None,
                  since: datetime | None = None) -> list[Parked]:
-    replays = {r.key.decode(): r.value.decode() for r in await read_topic(bootstrap, names.deadletter_replays, idle_ms=300)}
+    replay_records = await read_topic(bootstrap, names.deadletter_replays, idle_ms=300)
+    replays = {r.key.decode(): r.value.decode() for r in replay_records}
     found, origins = [], set()
     for r in await read_topic(bootstrap, names.deadletter, idle_ms=300):
         letter = DeadLetter.from_avro(r.value)
@@ -81,14 +82,14 @@ async def replay(bootstrap: str, names: TopicNames, ids: list[str]) -> list[Park
             key, value = letter.key, letter.value
             if value is None:  # too large to keep in the dead letter: read it where it came from
                 key, value = await _original(bootstrap, letter)
-            now = datetime.now(timezone.utc).isoformat()
+            now = datetime.now(UTC).isoformat()
             await prod.send_and_wait(names.deadletter_replays, key=i.encode(), value=now.encode())
             await prod.send_and_wait(letter.topic, key=key, value=value)
     return [by_id[i] for i in ids]
 
 
 def describe(p: Parked) -> str:
-    l = p.letter
+    letter = p.letter
     state = f"  replayed {p.replayed_at}" if p.replayed_at else ""
-    return (f"{p.id:<10} {l.failed_at:%Y-%m-%d %H:%M:%S} {l.stage:<9} {l.reason:<20} "
-            f"from {l.topic}[{l.partition}]@{l.offset}{state}\n           {l.error}")
+    return (f"{p.id:<10} {letter.failed_at:%Y-%m-%d %H:%M:%S} {letter.stage:<9} {letter.reason:<20} "
+            f"from {letter.topic}[{letter.partition}]@{letter.offset}{state}\n           {letter.error}")
