@@ -7,7 +7,7 @@ raises a typed `CodecError`, which a stage turns into a dead letter instead of c
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -46,11 +46,12 @@ class Codec:
 
     def __init__(self, name: str, writers: list[dict] | None = None) -> None:
         self.name = name
-        self.schema = parse_schema(schemas.load(name), named_schemas={})
+        # every topic value is an Avro record, whose parsed schema is a dict (fastavro types it as any schema)
+        self.schema = cast(dict[str, Any], parse_schema(schemas.load(name), named_schemas={}))
         self.fingerprint = schema_fingerprint(self.schema)
         self._writers = {self.fingerprint: self.schema}
         for raw in writers or []:
-            parsed = parse_schema(raw, named_schemas={})
+            parsed = cast(dict[str, Any], parse_schema(raw, named_schemas={}))
             if parsed["name"] == self.schema["name"]:
                 self._writers[schema_fingerprint(parsed)] = parsed
 
@@ -78,7 +79,7 @@ class Codec:
             raise CorruptBody(f"{self.name}: body does not decode with its writer schema ({exc!r})") from exc
         if body.tell() != len(data) - HEADER_SIZE:
             raise CorruptBody(f"{self.name}: {len(data) - HEADER_SIZE - body.tell()} trailing bytes after the record")
-        return record
+        return cast(dict[str, Any], record)  # a record schema reads as a dict
 
 
 _codecs: dict[str, Codec] = {}

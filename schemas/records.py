@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,7 +40,7 @@ class Record(BaseModel):
         return codec(self.schema_name).encode(self.model_dump())
 
     @classmethod
-    def from_avro(cls, data: bytes | None) -> Record:
+    def from_avro(cls, data: bytes | None) -> Self:
         """Decode and validate; raises `CodecError` or pydantic's `ValidationError`."""
         return cls.model_validate(codec(cls.schema_name).decode(data))
 
@@ -97,7 +97,7 @@ class FieldChange(BaseModel):
 
     @field_validator("value")
     @classmethod
-    def _bounded(cls, v):
+    def _bounded(cls, v: bool | int | float | str | None) -> bool | int | float | str | None:
         if isinstance(v, str) and len(v) > TEXT_MAX:
             raise ValueError(f"text values are at most {TEXT_MAX:,} characters, got {len(v):,}")
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and abs(v) <= NUMBER_MAX):

@@ -5,28 +5,31 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import UTC
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from milestone_stream import logs
 from milestone_stream.settings import ConfigError, Settings
 
 
-def cmd_broker(args) -> int:
+def cmd_broker(args: argparse.Namespace) -> int:
     from milestone_stream.dev.kafka_local import run_until_interrupted
 
     run_until_interrupted(Path(args.data_dir))
     return 0
 
 
-def cmd_topics(args) -> int:
+def cmd_topics(args: argparse.Namespace) -> int:
     s = Settings.from_env()
     created = asyncio.run(_ensure_topics(s, _require_bootstrap(s)))
     print("created: " + (", ".join(created) or "nothing (all exist)"))
     return 0
 
 
-def cmd_worker(args) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     from milestone_stream import faust_compat
     from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.app import build_app, required_topics
@@ -41,32 +44,32 @@ def cmd_worker(args) -> int:
         clock = Clock.from_iso(s.now)
     except ValueError:
         raise ConfigError(f"MILESTONES_NOW={s.now!r} is not an ISO-8601 instant") from None
-    _require_bootstrap(s)  # pre-flight: an unreachable broker is one line, before Faust retries forever
+    bootstrap = _require_bootstrap(s)  # pre-flight: an unreachable broker is one line, before Faust retries forever
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(_ensure_topics(s, _require_bootstrap(s)))
     app = build_app(s, rules, clock, adapters)
     # every topic an agent or table uses exists, with its partitions, before any agent starts
-    loop.run_until_complete(ensure(s.bootstrap_servers, required_topics(app, s), s.replication_factor))
+    loop.run_until_complete(ensure(bootstrap, required_topics(app, s), s.replication_factor))
     # a quiet worker without Faust's progress spinner (why: faust_compat/worker.py)
     worker = faust_compat.worker(app, loop=loop, loglevel=s.log_level.upper(), logging_config=logs.config(s.log_level))
     worker.execute_from_commandline()
     return 0
 
 
-def cmd_ui(args) -> int:
+def cmd_ui(args: argparse.Namespace) -> int:
     from milestone_stream.sinks.approvals.service import serve_ui
 
     return _serve(serve_ui)
 
 
-def cmd_sender(args) -> int:
+def cmd_sender(args: argparse.Namespace) -> int:
     from milestone_stream.sinks.sender.service import serve_sender
 
     return _serve(serve_sender)
 
 
-def _serve(service) -> int:
+def _serve(service: Callable[[Settings, str], Coroutine[Any, Any, None]]) -> int:
     """Run a service of the approval side: its settings checked first (the signing key included)."""
     s = Settings.from_env()
     s.signing_key()
@@ -75,7 +78,7 @@ def _serve(service) -> int:
     return 0
 
 
-def cmd_lag(args) -> int:
+def cmd_lag(args: argparse.Namespace) -> int:
     """Exit status 1 when the total lag exceeds --max-lag (for alerts and health checks)."""
     import json
 
@@ -105,7 +108,7 @@ def cmd_lag(args) -> int:
     return 1 if args.max_lag is not None and total > args.max_lag else 0
 
 
-def cmd_deadletter(args) -> int:
+def cmd_deadletter(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime
 
@@ -142,7 +145,7 @@ def _adapter_topics(s: Settings) -> list[str]:
     return AdaptersConfig.load(s.adapters_file, Rules.load(s.rules_file)).source_topics()
 
 
-def cmd_resync(args) -> int:
+def cmd_resync(args: argparse.Namespace) -> int:
     """What Salesforce could not send (CDC gap and overflow events): records to re-read."""
     import json
 
@@ -163,7 +166,7 @@ def cmd_resync(args) -> int:
     return 0
 
 
-def cmd_publish_sample(args) -> int:
+def cmd_publish_sample(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from milestone_stream.dev.sample import sample
@@ -174,7 +177,7 @@ def cmd_publish_sample(args) -> int:
     names = TopicNames(s.topic_prefix)
     bootstrap = _require_bootstrap(s)
 
-    async def publish():
+    async def publish() -> None:
         changes, events = sample(datetime.now(UTC))
         async with producer(bootstrap) as prod:
             for c in changes:
@@ -188,13 +191,13 @@ def cmd_publish_sample(args) -> int:
     return 0
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     from milestone_stream.dev.up import up
 
     return up(args.exit_after, _require_bootstrap)
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt
 
 

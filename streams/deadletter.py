@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -38,6 +39,24 @@ class Unprocessable(Exception):
         self.reason = reason
 
 
+class Parkable(Protocol):
+    """What a dead letter keeps of its input: a Faust `Message` and an aiokafka `ConsumerRecord` both have it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
 class DeadLetters:
     """Sends dead letters; `produce` must return only once the broker has the record (acks), so that
     no input offset is committed past a record that was neither applied nor parked."""
@@ -63,7 +82,7 @@ class DeadLetters:
                                           "error": error[:300]})
         return letter
 
-    async def failed(self, stage: str, message, exc: Exception) -> DeadLetter:
+    async def failed(self, stage: str, message: Parkable, exc: Exception) -> DeadLetter:
         """Park the input `message` (a Faust message or an aiokafka record) whose processing raised `exc`."""
         if isinstance(exc, Unprocessable):
             reason, error = exc.reason, str(exc)
@@ -78,8 +97,8 @@ class DeadLetters:
                                value=message.value)
 
 
-async def decode_or_park(record_type: type[Record], *, value: bytes | None, key: bytes | None, topic: str,
-                         partition: int, offset: int, stage: str, dead_letters: DeadLetters) -> Record | None:
+async def decode_or_park(record_type: type[R], *, value: bytes | None, key: bytes | None, topic: str,
+                         partition: int, offset: int, stage: str, dead_letters: DeadLetters) -> R | None:
     """Decode and validate one input; on failure, dead-letter it and return None so the stream goes on."""
     try:
         return record_type.from_avro(value)

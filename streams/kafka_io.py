@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 
 @asynccontextmanager
-async def producer(bootstrap_servers: str, **config) -> AsyncIterator[AIOKafkaProducer]:
+async def producer(bootstrap_servers: str, **config: Any) -> AsyncIterator[AIOKafkaProducer]:
     """An idempotent producer (acks=all), stopped on exit."""
     prod = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=True, acks="all",
                             linger_ms=config.pop("linger_ms", 5), **config)
@@ -45,7 +46,11 @@ async def read_topic(bootstrap_servers: str, topic: str, *, idle_ms: int = 1500,
         await consumer.stop()
 
 
-async def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+T = TypeVar("T")
+
+
+async def wait_for(predicate: Callable[[], T | Awaitable[T]], timeout: float, interval: float = 0.2,
+                   what: str = "condition") -> T:
     """Await until `predicate()` (sync or async) returns a truthy value, or fail after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -53,7 +58,7 @@ async def wait_for(predicate, timeout: float, interval: float = 0.2, what: str =
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return result
+            return cast(T, result)  # awaited above when predicate is async
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)

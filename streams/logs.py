@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any, TextIO
 
 FIELDS = ("agent", "account_id", "milestone_id", "approval_id", "kind", "title", "stage", "reason", "origin",
           "purpose", "attempt", "drafted_by", "error")
@@ -24,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def config(level: str, stream=None) -> dict:
+def config(level: str, stream: TextIO | None = None) -> dict[str, Any]:
     """A logging dictConfig (Faust's worker takes one): JSON unless the stream is a terminal."""
     stream = stream or sys.stderr
     formatter = ({"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"} if stream.isatty()

@@ -10,8 +10,12 @@ Faust only logs a warning for a stalled consumer, and a supervisor must be able 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
+import faust
+from faust.tables.manager import TableManager
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -48,7 +52,7 @@ class Running:
         self.expected.add(agent)
 
     @contextmanager
-    def loop(self, agent: str):
+    def loop(self, agent: str) -> Iterator[None]:
         """Around an agent's loop: running inside it; an exception leaving it is a crash (Faust restarts the agent)."""
         self.running.add(agent)
         try:
@@ -85,7 +89,7 @@ class Progress:
         RUNNING.expect(agent)
 
     @contextmanager
-    def record(self, agent: str, records: int = 1):
+    def record(self, agent: str, records: int = 1) -> Iterator[None]:
         """Time `records` input records (a batch is observed once, as its time per record)."""
         EVENTS_IN.labels(agent).inc(records)
         started = time.perf_counter()
@@ -99,7 +103,7 @@ class Progress:
 PROGRESS = Progress()
 
 
-def lag_by_tp(app) -> dict:
+def lag_by_tp(app: faust.App) -> dict[tuple[str, int], int]:
     """(topic, partition) → log end offset minus committed offset, for this worker's assigned inputs."""
     monitor, lag = app.monitor, {}
     for tp, end in dict(monitor.tp_end_offsets or {}).items():
@@ -111,10 +115,10 @@ def lag_by_tp(app) -> dict:
 class LagCollector:
     """`milestones_consumer_lag{topic,partition}`, computed at scrape time from Faust's monitor."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app: faust.App) -> None:
         self.app = app
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("milestones_consumer_lag", "Messages not yet committed, per input partition",
                                    labels=["topic", "partition"])
         for (topic, partition), lag in sorted(lag_by_tp(self.app).items()):
@@ -122,7 +126,7 @@ class LagCollector:
         yield family
 
 
-def health(app, stall_seconds: float) -> tuple[bool, dict]:
+def health(app: faust.App, stall_seconds: float) -> tuple[bool, dict[str, Any]]:
     now, lag = time.monotonic(), lag_by_tp(app)
     stalled = {agent: round(now - PROGRESS.last[agent], 1) for agent, topics in PROGRESS.topics.items()
                if any(v for (t, _), v in lag.items() if t in topics) and now - PROGRESS.last[agent] > stall_seconds}
@@ -131,17 +135,17 @@ def health(app, stall_seconds: float) -> tuple[bool, dict]:
                                          "crash_looping_agents": looping}
 
 
-def readiness(app, stall_seconds: float) -> tuple[bool, dict]:
+def readiness(app: faust.App, stall_seconds: float) -> tuple[bool, dict[str, Any]]:
     """Ready: joined, tables recovered, no rebalance, and every agent running (none crashing again and again)."""
     assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()) if app.consumer else []
-    recovered = app.tables.recovery.completed.is_set()
+    recovered = cast(TableManager, app.tables).recovery.completed.is_set()  # Faust's, typed as its ABC
     stopped = sorted(set(RUNNING.not_running()) | set(RUNNING.crash_looping(stall_seconds)))
     state = {"joined": bool(assigned), "assigned_partitions": len(assigned), "tables_recovered": recovered,
              "rebalancing": bool(app.rebalancing), "agents_not_running": stopped}
     return bool(assigned) and recovered and not app.rebalancing and not stopped, state
 
 
-def install(app, stall_seconds: float) -> None:
+def install(app: faust.App, stall_seconds: float) -> None:
     """Faust's Prometheus sensor on /metrics, our metrics beside it, and the two probes."""
     from faust.sensors.prometheus import setup_prometheus_sensors
     from faust.web import Request, Response, View

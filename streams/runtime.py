@@ -88,13 +88,14 @@ class Runtime:
         record = await decode_or_park(record_type, stage=stage, dead_letters=self.dead_letters, **where)
         if record is None:
             return None
-        account = record.account_id
+        # every input an agent decodes is keyed by its account (Record itself has no account_id field)
+        account: str = getattr(record, "account_id")  # noqa: B009
         problem = (("key_mismatch", f"record key {msg.key!r} is not its account_id {account!r}")
                    if msg.key != account.encode() else check(record) if check else None)
         if problem:
             await self.dead_letters.send(stage=stage, reason=problem[0], error=problem[1], **where)
             return None
-        return record  # type: ignore[return-value]
+        return record
 
     async def emit(self, milestones: list[Milestone], agent: str) -> None:
         """Send, then wait for every ack, so no row records a milestone the log lacks."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -30,7 +30,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def load_config_file(model: type[BaseModel], path: Path | str, what: str):
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_config_file(model: type[M], path: Path | str, what: str) -> M:
     """A YAML file validated by `model`; any mistake is a `ConfigError` naming the file and field."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
@@ -117,7 +120,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             name = first["loc"][0] if first["loc"] else "?"
-            raise ConfigError(f"{name}={values.get(name, '')!r}: {first['msg']}") from None
+            raise ConfigError(f"{name}={values.get(str(name), '')!r}: {first['msg']}") from None
 
     def signing_key(self) -> bytes:
         """The HMAC key of links, sessions and CSRF tokens: from the environment only, never defaulted."""

@@ -19,6 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 # Kafka 3.9 is the last line that keeps the older protocol versions Faust's client stack
 # (aiokafka) negotiates; the detection tests run a full Faust app (assignor, tables, changelogs)
@@ -178,7 +180,7 @@ class LocalKafka:
     def __enter__(self) -> LocalKafka:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- internals -------------------------------------------------------------------------
@@ -225,7 +227,7 @@ class LocalKafka:
         (self.data_dir / "log4j.properties").write_text(_LOG4J.format(log=self.log_file))
         return path
 
-    def _java(self, classpath: str, main: str, *args: str, wait: bool):
+    def _java(self, classpath: str, main: str, *args: str, wait: bool) -> subprocess.Popen[bytes] | None:
         java_home = os.environ.get("JAVA_HOME")
         java = shutil.which("java", path=os.path.join(java_home, "bin")) if java_home else shutil.which("java")
         if java is None:
@@ -250,11 +252,17 @@ class LocalKafka:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return self.process
 
+    def running(self) -> subprocess.Popen[bytes]:
+        """The broker's process, once `start` has launched it."""
+        if self.process is None:
+            raise BrokerError("the local broker is not running")
+        return self.process
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(f"the broker exited with {self.process.returncode}; see {self.log_file}")
+            if self.running().poll() is not None:
+                raise BrokerError(f"the broker exited with {self.running().returncode}; see {self.log_file}")
             if asyncio.run(answers_metadata(self.bootstrap_servers)):
                 return
             time.sleep(0.2)
@@ -403,7 +411,7 @@ def run_until_interrupted(data_dir: Path) -> None:
     java itself), further signals are ignored while java is stopped (SIGTERM, SIGKILL after 30 s).
     Raises BrokerError if java exits on its own.
     """
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, interrupt) for sig in _STOP_SIGNALS}
@@ -411,7 +419,7 @@ def run_until_interrupted(data_dir: Path) -> None:
     try:
         kafka.start()
         print(f"KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}", flush=True)
-        code = kafka.process.wait()
+        code = kafka.running().wait()
         raise BrokerError(f"the broker exited with {code}; see {kafka.log_file}")
     except KeyboardInterrupt:
         pass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -11,7 +12,8 @@ from milestone_stream.topics import TopicNames
 
 
 async def watch_milestones(bootstrap: str, settings: Settings, exit_after: float | None = None,
-                           alive=lambda: True, last_activity=lambda: 0.0) -> int:
+                           alive: Callable[[], bool] = lambda: True,
+                           last_activity: Callable[[], float] = lambda: 0.0) -> int:
     """Print each distinct milestone; stop after `exit_after` quiet seconds (milestones and other
     activity, such as emails landing, count) or when a process it depends on has stopped."""
     consumer = AIOKafkaConsumer(TopicNames(settings.topic_prefix).milestones, bootstrap_servers=bootstrap,

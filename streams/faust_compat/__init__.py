@@ -16,6 +16,8 @@ tested (pyproject.toml), and every private name used is declared with its shape 
 """
 from __future__ import annotations
 
+from faust.types import AppT
+
 from milestone_stream.faust_compat import consumer as _consumer, recovery as _recovery
 from milestone_stream.faust_compat.consumer import OrderedConsumer, admit
 from milestone_stream.faust_compat.events import as_current, current, settled
@@ -29,7 +31,7 @@ __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_curren
            "PRIVATE_NAMES", "PINNED"]
 
 
-def install(app) -> None:
+def install(app: AppT) -> None:
     """Apply both guards to `app` (before the worker starts it): the ordered consumer, the recovery stop."""
     _consumer.install(app)
     _recovery.install()

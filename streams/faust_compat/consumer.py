@@ -25,7 +25,13 @@ import asyncio
 import logging
 import time
 
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer as FaustAIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import (
+    AIOKafkaConsumerThread,
+    Consumer as FaustAIOKafkaConsumer,
+    Transport as FaustAIOKafkaTransport,
+)
+from faust.types import TP, AppT, EventT, Message
 
 from milestone_stream.faust_compat.events import current
 from milestone_stream.observability import REBALANCE_SKIPS
@@ -40,11 +46,11 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
     """Faust's consumer, applying each partition in order: nothing passes a skipped message."""
 
     @property
-    def holes(self) -> dict:
+    def holes(self) -> dict[TP, int]:
         """tp → lowest offset skipped and not yet back."""
         return self.__dict__.setdefault("_ms_holes", {})
 
-    def ack(self, message) -> bool:
+    def ack(self, message: Message) -> bool:
         app, tp, offset = self.app, message.tp, message.offset
         skipped = not current(app, message)
         if skipped and tp in self.assignment():
@@ -59,7 +65,7 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
             return False
         return super().ack(message)
 
-    def admit(self, message) -> bool:
+    def admit(self, message: Message) -> bool:
         """May this message be applied now? Not while an earlier one of its partition is missing."""
         tp, offset = message.tp, message.offset
         hole = self.holes.get(tp)
@@ -76,17 +82,17 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
             asyncio.ensure_future(self.seek(tp, hole))
         return False
 
-    def _new_consumer_thread(self):
+    def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
-    def _new_offset(self, tp):
+    def _new_offset(self, tp: TP) -> int | None:
         hole = self.holes.get(tp)
         offset = super()._new_offset(tp)
         if hole is not None and offset is not None and offset > hole:
             return None  # never commit past a message that was not applied (acks above it are re-made on re-read)
         return offset
 
-    async def on_partitions_revoked(self, revoked) -> None:
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self.holes.pop(tp, None)
         await super().on_partitions_revoked(revoked)
@@ -98,18 +104,20 @@ class _ConsumerThread(AIOKafkaConsumerThread):
     was sent wait for it: the worker fetched nothing for 1-1.5 s at a time and, at 5,000 events/s,
     never caught up (bench/). A shorter hold bounds that wait."""
 
-    def _create_worker_consumer(self, transport):
+    def _create_worker_consumer(self, transport: FaustAIOKafkaTransport) -> AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = int(FETCH_WAIT_SECONDS * 1000)  # read by aiokafka when it starts its fetcher
         return consumer
 
 
-def admit(app, event) -> bool:
+def admit(app: AppT, event: EventT) -> bool:
     """False for a message that must wait for an earlier, skipped one of its partition (it will be read again)."""
     consumer = app.consumer
     return consumer.admit(event.message) if isinstance(consumer, OrderedConsumer) else True
 
 
-def install(app) -> None:
+def install(app: AppT) -> None:
     """Make `app` build its consumer as an `OrderedConsumer` (before the worker starts it)."""
-    app.transport.Consumer = OrderedConsumer
+    # Set on this app's transport instance on purpose, not on Faust's class (another app in the process, e.g.
+    # a test's, keeps Faust's consumer); Faust types `Consumer` as a ClassVar of TransportT, hence the ignore.
+    app.transport.Consumer = OrderedConsumer  # type: ignore[misc]

@@ -9,12 +9,16 @@ module that names it; `private.PRIVATE_NAMES` declares its shape and a unit test
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 from faust.streams import _current_event
+from faust.tables.manager import TableManager
+from faust.types import AppT, EventT, Message
 
 
-def current(app, message) -> bool:
+def current(app: AppT, message: Message) -> bool:
     """Was the message fetched under the group generation in force, with no rebalance under way (Faust
     suspends the flow when one begins)? Faust skips, yet acknowledges, the messages for which this is
     false: the guard does not count them, and a batch writes no rows for them — by then their
@@ -23,7 +27,7 @@ def current(app, message) -> bool:
 
 
 @contextmanager
-def as_current(event):
+def as_current(event: EventT) -> Iterator[None]:
     """Make `event` Faust's current event: a table write takes its changelog partition from it."""
     token = _current_event.set(weakref.ref(event))
     try:
@@ -32,6 +36,7 @@ def as_current(event):
         _current_event.reset(token)
 
 
-def settled(app) -> bool:
+def settled(app: AppT) -> bool:
     """Timers that read tables act only on a settled assignment whose tables are fully recovered."""
-    return not app.rebalancing and app.tables.recovery.completed.is_set()
+    tables = cast(TableManager, app.tables)  # an app's table manager is Faust's TableManager (typed as its ABC)
+    return not app.rebalancing and tables.recovery.completed.is_set()

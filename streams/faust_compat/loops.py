@@ -15,19 +15,25 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import faust
+from faust.types import AppT, EventT, Message, StreamT
+
 import milestone_stream.faust_compat as compat
 from milestone_stream.faust_compat.events import current
 from milestone_stream.observability import PROGRESS, RUNNING
 
 #: park(agent, message, exc): dead-letter an input whose processing raised
 Park = Callable[[str, Any, Exception], Awaitable[object]]
+#: step(event) and step(events): an agent's work on one event or on a batch
+Step = Callable[[EventT], Awaitable[object]]
+BatchStep = Callable[[list[EventT]], Awaitable[object]]
 
 DEAD_LETTER_EXIT = 71  # a record could be neither processed nor dead-lettered
 
 log = logging.getLogger("milestone_stream.faust_compat")  # the logger name from before the split
 
 
-async def each_in_order(app, stream, agent: str, step, park: Park) -> None:
+async def each_in_order(app: AppT, stream: StreamT, agent: str, step: Step, park: Park) -> None:
     """The loop of every agent: each event admitted in partition order, then `step(event)`, measured.
 
     A step that raises parks its event as a dead letter (`park`) and the loop goes on: Faust would
@@ -42,7 +48,8 @@ async def each_in_order(app, stream, agent: str, step, park: Park) -> None:
                         await park_or_stop(park, agent, event.message, exc)
 
 
-async def batches_in_order(app, stream, agent: str, step, size: int, within: float, park: Park) -> None:
+async def batches_in_order(app: AppT, stream: faust.Stream, agent: str, step: BatchStep, size: int, within: float,
+                           park: Park) -> None:
     """The loop of a batched agent: up to `size` events (or what came within `within` seconds), those
     of the current group generation admitted in partition order, then `step(events)`, measured.
 
@@ -59,9 +66,10 @@ async def batches_in_order(app, stream, agent: str, step, size: int, within: flo
                     await _batch_or_each(step, taken, agent, park)
 
 
-async def _batch_or_each(step, taken: list, agent: str, park: Park) -> None:
+async def _batch_or_each(step: BatchStep, taken: list[EventT], agent: str, park: Park) -> None:
     try:
-        return await step(taken)
+        await step(taken)
+        return
     except Exception:
         log.warning("a batch raised; taking it again one event at a time", extra={"agent": agent})
     for event in taken:
@@ -71,7 +79,7 @@ async def _batch_or_each(step, taken: list, agent: str, park: Park) -> None:
             await park_or_stop(park, agent, event.message, exc)
 
 
-async def park_or_stop(park: Park, agent: str, message, exc: Exception) -> None:
+async def park_or_stop(park: Park, agent: str, message: Message, exc: Exception) -> None:
     """Dead-letter `message`; if even that fails, stop the process at once: an exit commits nothing,
     where letting the exception reach Faust would acknowledge (and later commit) the message."""
     try:

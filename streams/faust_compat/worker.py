@@ -7,10 +7,13 @@ it. This is the one place that handles it (`Worker.spinner` is declared in `priv
 """
 from __future__ import annotations
 
+import asyncio
+
 import faust
 
 
-def worker(app, *, loop, loglevel: str, logging_config: dict | None = None) -> faust.Worker:
+def worker(app: faust.App, *, loop: asyncio.AbstractEventLoop, loglevel: str,
+           logging_config: dict | None = None) -> faust.Worker:
     """A quiet worker for `app` (logging through `logging_config`, e.g. logs.config), with no spinner.
     `milestones worker` and bench/faust_floor.py start theirs here."""
     w = faust.Worker(app, loop=loop, loglevel=loglevel, quiet=True, logging_config=logging_config)

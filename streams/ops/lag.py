@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,7 +29,7 @@ class PartitionLag:
     age_seconds: float | None  # age of the oldest unconsumed record; None when nothing is waiting
 
 
-def product_groups(app_id: str, names: TopicNames, adapter_topics: list[str] = ()) -> dict[str, list[str]]:
+def product_groups(app_id: str, names: TopicNames, adapter_topics: Sequence[str] = ()) -> dict[str, list[str]]:
     """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources)."""
     return {
         app_id: [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, *adapter_topics],
