@@ -195,15 +195,19 @@ class ApprovalDecision(Record):
     csm_name: str | None = None
 
 
+Outcome = Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]
+Purpose = Literal["customer_email", "csm_notification", "csm_webhook"]  # which message of an approval
+
+
 class EmailOutcome(Record):
     schema_name: ClassVar[str] = "email_outcome"
     approval_id: str
     message_id: str
-    outcome: Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]
+    outcome: Outcome
     attempt: int
     detail: str | None = None
     recorded_at: datetime
-    purpose: Literal["customer_email", "csm_notification", "csm_webhook"] = "customer_email"
+    purpose: Purpose = "customer_email"
 
     #: outcomes after which a message is never attempted again (`attempting` and `retrying` are not)
     TERMINAL: ClassVar[frozenset[str]] = frozenset({"sent", "failed", "unknown", "not_sent"})

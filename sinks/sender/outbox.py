@@ -14,25 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from milestone_stream.deadletter import DeadLetters, decode_or_park
+from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
-from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome
+from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
 from milestone_stream.sinks.sender import mail, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
+from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
 
 class Sender:
-    def __init__(self, bootstrap: str, names, group_id: str, smtp: SmtpConfig, links, *,
+    def __init__(self, bootstrap: str, names: TopicNames, group_id: str, smtp: SmtpConfig,
+                 links: Callable[[ApprovalRequest], dict[str, str]], *,
                  domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
                  backoff: tuple[float, float] = (1.0, 60.0), webhook: str | None = None,
-                 clock=lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
         self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
         self.domain, self.sender_address = domain, sender_address
@@ -86,7 +89,7 @@ class Sender:
             outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
         self.outcomes = outcomes
 
-    async def handle(self, r) -> None:
+    async def handle(self, r: ConsumerRecord) -> None:
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
         record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                       offset=r.offset, stage="sender", dead_letters=self._dead)
@@ -95,8 +98,8 @@ class Sender:
             await self.email_once(record.approval_id, "csm_notification", r, lambda: mail.notification(
                 record, links, self.domain, self.sender_address, self.clock()))
             if self.webhook:
-                text = webhook.summary(record, links)
-                await self.once(record.approval_id, "csm_webhook", r, lambda: webhook.post(self.webhook, text))
+                url, text = self.webhook, webhook.summary(record, links)
+                await self.once(record.approval_id, "csm_webhook", r, lambda: webhook.post(url, text))
         elif isinstance(record, ApprovalDecision):
             if record.decision == "dont_send":
                 if not self._done(record.approval_id, "customer_email"):
@@ -109,7 +112,8 @@ class Sender:
     def _done(self, approval_id: str, purpose: str) -> bool:
         return any(o.terminal for o in self.outcomes.get((approval_id, purpose), []))
 
-    async def email_once(self, approval_id: str, purpose: str, origin, build) -> None:
+    async def email_once(self, approval_id: str, purpose: Purpose, origin: Parkable,
+                         build: Callable[[], mail.Outgoing]) -> None:
         """Build the email and its envelope (a refused header or address is a permanent failure), then
         deliver it once."""
         if self._done(approval_id, purpose):
@@ -122,7 +126,8 @@ class Sender:
         await self.once(approval_id, purpose, origin,
                         lambda: deliver(self.smtp, out.message, out.sender, out.recipients))
 
-    async def once(self, approval_id: str, purpose: str, origin, attempt_delivery) -> None:
+    async def once(self, approval_id: str, purpose: Purpose, origin: Parkable,
+                   attempt_delivery: Callable[[], Awaitable[str]]) -> None:
         """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown."""
         history = self.outcomes.get((approval_id, purpose), [])
         if self._done(approval_id, purpose):
@@ -152,14 +157,16 @@ class Sender:
                 continue
             return await self.record(approval_id, purpose, "sent", attempt, reply)
 
-    async def give_up(self, approval_id: str, purpose: str, origin, attempt: int, why: str, reason: str) -> None:
+    async def give_up(self, approval_id: str, purpose: Purpose, origin: Parkable, attempt: int, why: str,
+                      reason: str) -> None:
         """Dead-letter the input (for a replay after a fix), then record the failure the CSM sees."""
         await self._dead.send(stage="sender", reason=reason, error=f"{purpose} {approval_id}: {why}",
                               topic=origin.topic, partition=origin.partition, offset=origin.offset,
                               key=origin.key, value=origin.value)
         await self.record(approval_id, purpose, "failed", attempt, why)
 
-    async def record(self, approval_id: str, purpose: str, outcome: str, attempt: int, detail: str | None) -> None:
+    async def record(self, approval_id: str, purpose: Purpose, outcome: Outcome, attempt: int,
+                     detail: str | None) -> None:
         o = EmailOutcome(approval_id=approval_id, message_id=mail.message_id(approval_id, self.domain, purpose),
                          outcome=outcome, attempt=attempt, detail=(detail or None) and detail[:1000],
                          recorded_at=self.clock(), purpose=purpose)
