@@ -4,8 +4,9 @@ Account change events in, telemetry events and CRM changes out — enabled by `M
 Why in the worker and not a separate bridge: the adapters share its consumer group, dead letters,
 metrics and probes. Exactly once holds without transactions: each output is acknowledged by the
 broker before the next source message is taken, and carries its source (topic, partition,
-offset), so the copies an adapter re-publishes after a crash are recognised by the detector's
-rows (`agents/detector/origins.py`) and applied once. Next: the detector (agents/detector/agent.py).
+offset) and the source's own id, so the copies an adapter re-publishes after a crash are
+recognised by the detector's exact dedupe (telemetry) or change nothing (CRM changes are
+idempotent). Next: the detector (agents/detector/agent.py).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import faust
 from prometheus_client import Counter
 
 from milestone_stream import faust_compat, observability
@@ -37,8 +39,8 @@ class IngestAgents:
 
     def __init__(self, rt: Runtime, config: AdaptersConfig) -> None:
         self.rt, self.config = rt, config
-        self.outputs = {TelemetryEvent: rt.channels.telemetry, CrmChange: rt.channels.crm,
-                        ResyncNeeded: rt.channels.resync}
+        self.outputs: dict[type[Record], faust.TopicT] = {
+            TelemetryEvent: rt.channels.telemetry, CrmChange: rt.channels.crm, ResyncNeeded: rt.channels.resync}
 
     def install(self) -> None:
         if self.config.segment:

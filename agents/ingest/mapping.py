@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeGuard
 
 from milestone_stream.dates import iso_instant
 from milestone_stream.deadletter import Unprocessable
@@ -32,6 +33,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAYS_BELOW = 10_000_000  # |an integer date| below this is epoch days, at or above it epoch milliseconds
 INT64 = 2 ** 63  # the profile's Avro `long`: an integer outside ±2^63 cannot be published
 MISSING = object()  # `find`'s answer for a path that is not there (as opposed to a JSON null)
+Scalar = str | bool | int | float | None  # what a CRM change's field value holds (Avro null|boolean|long|double|string)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Rejected(Unprocessable):
     """A message that cannot be mapped: dead-lettered with `reason` (machine-friendly) and detail."""
 
 
-def find(document: object, path: str):
+def find(document: object, path: str) -> object:
     """The value at a dotted path (`traits.address.city`), or `MISSING` when any step is not there.
 
     Why not only `dig`: a JSON null is a value (a trait set to null clears the field), a missing key
@@ -60,13 +62,13 @@ def find(document: object, path: str):
     return document
 
 
-def dig(document: object, path: str):
+def dig(document: object, path: str) -> object:
     """The value at a dotted path (`context.groupId`), or None when any step is missing."""
     found = find(document, path)
     return None if found is MISSING else found
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     """A short, safe rendering of a foreign value for a dead letter's detail."""
     try:
         shown = repr(value)
@@ -75,7 +77,7 @@ def _text(value) -> str:
     return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
-def finite(value) -> bool:
+def finite(value: object) -> TypeGuard[int | float]:
     """A JSON number (not a boolean) that fits a double and a long where it is an integer."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -84,7 +86,7 @@ def finite(value) -> bool:
     return math.isfinite(value)
 
 
-def number(value, what: str) -> float:
+def number(value: object, what: str) -> float:
     """A finite number >= 0 (booleans and numeric strings are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Rejected("invalid_value", f"{what} must be a number, got {_text(value)}")
@@ -93,7 +95,7 @@ def number(value, what: str) -> float:
     return float(value)
 
 
-def scalar(value, what: str):
+def scalar(value: object, what: str) -> Scalar:
     """A value a profile field can hold as it is: text, boolean, null, or a number that fits.
 
     Why: the CRM change's Avro value is null|boolean|long|double|string, so a huge integer or NaN
@@ -106,7 +108,7 @@ def scalar(value, what: str):
     raise Rejected("invalid_value", f"{what} is not a storable value: {_text(value)}")
 
 
-def _from_millis(value, what: str, reason: str) -> datetime:
+def _from_millis(value: object, what: str, reason: str) -> datetime:
     if not finite(value):
         raise Rejected(reason, f"{what} {_text(value)} is not a finite epoch-milliseconds value")
     try:
@@ -122,7 +124,7 @@ def _from_iso(value: str, what: str, reason: str) -> datetime:
         raise Rejected(reason, f"{what} {_text(value)} is not ISO-8601") from None
 
 
-def instant(value, what: str, reason: str = "invalid_timestamp") -> datetime:
+def instant(value: object, what: str, reason: str = "invalid_timestamp") -> datetime:
     """An aware UTC datetime from ISO-8601 text or epoch milliseconds; else `Rejected(reason)`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _from_millis(value, what, reason)
@@ -135,7 +137,7 @@ def instant(value, what: str, reason: str = "invalid_timestamp") -> datetime:
     raise Rejected(reason, f"{what} {_text(value)} is not a timestamp")
 
 
-def calendar_date(value, what: str) -> str:
+def calendar_date(value: object, what: str) -> str:
     """An ISO date from ISO text, epoch days or epoch milliseconds (the rule is in the module doc)."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)

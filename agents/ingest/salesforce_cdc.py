@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastavro.schema import expand_schema, parse_schema
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from milestone_stream.agents.ingest.mapping import (
     Rejected,
+    Scalar,
     Skipped,
     calendar_date,
     dig,
@@ -66,7 +68,7 @@ class Layout:
         return not part or part in self.nested.get(self.top.index(parent), ())
 
 
-def _record(schema):
+def _record(schema: object) -> dict[str, Any] | None:
     """The record inside a field type: the type itself, or the record branch of a union with null."""
     for branch in schema if isinstance(schema, list) else [schema]:
         if isinstance(branch, dict) and branch.get("type") == "record":
@@ -114,7 +116,7 @@ class CdcConfig(Strict):
 
     @field_validator("fields", mode="before")
     @classmethod
-    def _shorthand(cls, fields):
+    def _shorthand(cls, fields: object) -> object:
         """`Name: name` is short for `Name: {to: name}`."""
         return {k: {"to": v} if isinstance(v, str) else v for k, v in (fields or {}).items()} \
             if isinstance(fields, dict) else fields
@@ -177,7 +179,7 @@ def decode_fields(entries: list[str], layout: Layout, key: str = "changedFields"
     return names
 
 
-def _convert(value, mapping: FieldMapping, field: str):
+def _convert(value: object, mapping: FieldMapping, field: str) -> Scalar:
     if value is None:
         return None
     if mapping.type == "auto":
@@ -200,6 +202,9 @@ def _convert(value, mapping: FieldMapping, field: str):
 
 
 def _changed(header: dict, body: dict, change_type: str, config: CdcConfig) -> list[FieldChange]:
+    changed: Collection[str]
+    nulled: Collection[str]
+    diffs: Collection[str]
     changed, nulled, diffs = (_strings(header, key) for key in LISTS)
     if config.layout is not None:
         changed, nulled, diffs = (decode_fields(names, config.layout, key)
@@ -209,7 +214,7 @@ def _changed(header: dict, body: dict, change_type: str, config: CdcConfig) -> l
         opaque = any(BITMAP.fullmatch(f) for f in changed)
         changed, nulled, diffs = ({f for f in v if not BITMAP.fullmatch(f)} for v in (changed, nulled, diffs))
 
-    def listed(field: str, names: set[str]) -> bool:
+    def listed(field: str, names: Collection[str]) -> bool:
         """Named itself, or as the compound field it is part of (`BillingAddress` for `BillingAddress.City`)."""
         return field in names or field.split(".")[0] in names
 
