@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector import crm, usage
 from milestone_stream.agents.detector.anniversary import next_due
+from milestone_stream.deadletter import Unprocessable
 from milestone_stream.runtime import Runtime
 from milestone_stream.schedule import DueIndex
 from milestone_stream.schemas.records import CrmChange, FieldChange, TelemetryEvent
@@ -106,6 +107,8 @@ class DetectorAgents:
                     seen.event = by
                     usage.apply_event(rows[account], earlier, at, rules, seen, now)
                 await rt.park("usage", event.message, exc)
+                rows[account].mark_parked(offset)  # never counted: its id stays free for the replay
+                applied[account] = event
                 continue
             taken.setdefault(account, []).append((record, offset, event))
             if status == usage.BEYOND_HORIZON:
@@ -116,8 +119,9 @@ class DetectorAgents:
                                                  f"{rules.dedupe.horizon_days:g} days before now "
                                                  f"({now.isoformat()}): a duplicate could no longer be recognised")
             fired += new
-            if status != usage.REPLAYED:  # a duplicate still advances the row's offset
-                applied[account] = event
+            # every status writes the row: a duplicate or a parked event advances its offset, and an
+            # event read again re-writes a row a crash may have kept only locally (RocksDB)
+            applied[account] = event
         await rt.emit(fired, "usage")
         # a write only for events still current: else a rebalance began during the acks and the input
         # is read again by the partition's next owner
@@ -137,9 +141,12 @@ class DetectorAgents:
         record = await rt.decode(event, CrmChange, "crm")
         if record is None:
             return
+        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
+        if tick is not None and event.message.topic != rt.names.clock:
+            raise Unprocessable("reserved_field", f"{crm.ANNIVERSARY_DUE} is set by the worker's own clock only; "
+                                                  "a CRM change may not carry it")
         row = crm.ProfileRow.from_stored(rt.tables.profiles.get(record.account_id)).copy()
         # a tick carries its own date, so a replay decides exactly as the first run did
-        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
         today = date.fromisoformat(str(tick)) if tick else rt.clock.now().astimezone(self.zone).date()
         origin = (event.message.topic, event.message.offset)
         fired = crm.apply_change(row, record, origin, rt.rules, today)

@@ -14,7 +14,6 @@ from datetime import date, datetime, time, timezone
 from typing import NamedTuple
 
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now
-from milestone_stream.agents.detector.origins import republished
 from milestone_stream.dates import iso_date
 from milestone_stream.ids import milestone_id
 from milestone_stream.schemas.records import CrmChange, Evidence, Milestone
@@ -124,15 +123,16 @@ def apply_change(row: ProfileRow, change: CrmChange, origin: tuple[str, int], ru
     """Apply one change to the row (in place) and return the milestones it marks, each once ever.
 
     `origin` is the input's (topic, offset): at or below the row's offset for that topic it is a
-    replay after a crash and changes nothing; a recent change id is a producer duplicate, and a
-    source offset already applied an adapter's copy. A field value older (by `occurred_at`) than
-    the one the row holds arrived out of order and is ignored: the CRM's latest value wins.
+    replay after a crash and changes nothing; a recent change id is a producer duplicate (skipped to
+    save work: applying a change twice changes nothing, an adapter's re-published copy included). A
+    field value older (by `occurred_at`) than the one the row holds arrived out of order and is
+    ignored: the CRM's latest value wins.
     """
     topic, offset = origin
     if offset <= row.offsets.get(topic, -1):
         return []
     row.offsets[topic] = offset
-    if change.change_id in row.recent or republished(row.offsets, change.origin):
+    if change.change_id in row.recent:
         return []
     row.recent = (row.recent + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
     if change.contacts is not None:
@@ -188,6 +188,8 @@ def _marks(row: ProfileRow, change: CrmChange, field: str, before, value, rules:
     if field.startswith("certification.") and value not in (False, 0, ""):
         program = field.split(".", 1)[1].replace("_", " ")
         count = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if count is not None and (count < 1 or count != int(count)):
+            return []  # a count of people certified is a whole number from 1
         title = f"{count:g} certified in {program}" if count is not None else f"{program} certification completed"
         return [_milestone(change, "certification", field, value, title, value=count)]
     if field in ONCE_EVER:
@@ -195,7 +197,8 @@ def _marks(row: ProfileRow, change: CrmChange, field: str, before, value, rules:
         return [_milestone(change, kind, field, "once", title)]
     if field in PER_DATE:
         kind, title = PER_DATE[field]
-        return [_milestone(change, kind, field, str(value)[:10], f"{title} on {str(value)[:10]}")]
+        day = iso_date(str(value))  # a value that is no date (markup, a number) marks no milestone
+        return [_milestone(change, kind, field, day.isoformat(), f"{title} on {day.isoformat()}")] if day else []
     return []
 
 

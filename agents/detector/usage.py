@@ -4,8 +4,8 @@ The account's row (`UsageRow`, stored in a Faust table as compact JSON) holds ev
 changes in the account's figures, so state, the record of what fired and the input offset move
 together in one changelog write. Only this module knows the stored form's one-letter keys:
   t: {metric: cumulative total}          o: offset of the last applied input event
-  w: {metric: spike window state}        x: {source topic#partition: offset} of records mapped by
-  s: {metric: [first, last] event time, epoch seconds}      an ingestion adapter (origins.py)
+  w: {metric: spike window state}        s: {metric: [first, last] event time, epoch seconds}
+  k: input offsets of this account's events that were parked (dead-lettered) instead of applied
 Why one-letter keys: the row is rewritten once per account per batch, so its bytes are changelog
 bytes; every other module reads it through `UsageRow`'s names and methods.
 
@@ -13,8 +13,12 @@ Duplicates are exact within the dedupe horizon: every event id applied is rememb
 its own (`SeenIds`: one small entry per event, key `id_key`, value the input offset that first
 carried it), which scales to millions of ids per account where a list in the row could not. Why the
 offset as the value: the id entry and the row are two changelog writes, and a crash can keep one
-and lose the other. An id entry whose offset is this event's own is this event replayed, not a
-duplicate; and a replayed event (at or below the row's offset) re-asserts an id entry a crash lost.
+and lose the other (or, with RocksDB, keep both locally and lose both in the changelog). An id
+entry whose offset is this event's own is this event read again, not a duplicate; and an event
+read again at or below the row's offset re-writes its id entry (the agent re-writes the row too),
+unless the row lists it as parked: a parked event was never counted, so its id must stay free for
+the replay of its dead letter. An ingestion adapter's re-published copies carry the same event id
+(Segment's messageId, or the source message's position), so they are duplicates here too.
 """
 from __future__ import annotations
 
@@ -24,12 +28,13 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from milestone_stream.agents.detector.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.schemas.records import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 
 APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
+PARKED_KEPT = 256             # parked offsets a row remembers ...
+PARKED_SPAN = 1_000_000       # ... and only within this many offsets of its own (older ones are committed)
 
 
 class SeenIds(Protocol):
@@ -55,36 +60,37 @@ class UsageRow:
     several times more, and only the containers change (windows are replaced or changed per metric).
     """
 
-    __slots__ = ("totals", "offset", "windows", "spans", "origins")
+    __slots__ = ("totals", "offset", "windows", "spans", "parked")
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}            # t
         self.offset: int = -1                         # o
         self.windows: dict[str, dict] = {}            # w: {"s": start, "m": measure, "p": previous, "f": fired}
         self.spans: dict[str, list[float]] | None = None   # s: absent until a metric is counted
-        self.origins: dict[str, int] | None = None    # x: absent until an adapter's record is applied
+        self.parked: list[int] | None = None          # k: absent until an event is parked
 
     @classmethod
     def from_stored(cls, value: dict | None) -> UsageRow:
         """The row a table holds (None: a new row). Rows written before the exact dedupe kept recent
-        ids in `r` (a string, or earlier a list); they are read and the ids dropped."""
+        ids in `r` (a string, or earlier a list), and adapters' source offsets in `x`; both are
+        dropped (the event-id table recognises those copies now)."""
         row = cls()
         if isinstance(value, dict):
             row.totals, row.windows = _dict(value.get("t")), _dict(value.get("w"))
             row.offset = value.get("o", -1)
-            spans, origins = value.get("s"), value.get("x")
+            spans, parked = value.get("s"), value.get("k")
             row.spans = spans if isinstance(spans, dict) else None
-            row.origins = origins if isinstance(origins, dict) else None
+            row.parked = parked if isinstance(parked, list) else None
         return row
 
     def to_stored(self) -> dict:
-        """The compact form, keys in the order this module always wrote them (x before s: an adapted
-        record sets x before its metric's span). Shares the row's containers: store, then let go."""
-        out = {"t": self.totals, "o": self.offset, "w": self.windows}
-        if self.origins is not None:
-            out["x"] = self.origins
+        """The compact form, keys in the order this module always wrote them. Shares the row's
+        containers: store, then let go."""
+        out: dict = {"t": self.totals, "o": self.offset, "w": self.windows}
         if self.spans is not None:
             out["s"] = self.spans
+        if self.parked is not None:
+            out["k"] = self.parked
         return out
 
     def copy(self) -> UsageRow:
@@ -93,8 +99,14 @@ class UsageRow:
         out.totals, out.offset = dict(self.totals), self.offset
         out.windows = {m: dict(w) for m, w in self.windows.items()}
         out.spans = {m: list(v) for m, v in self.spans.items()} if self.spans is not None else None
-        out.origins = dict(self.origins) if self.origins is not None else None
+        out.parked = list(self.parked) if self.parked is not None else None
         return out
+
+    def mark_parked(self, offset: int) -> None:
+        """Record that the event at `offset` was dead-lettered instead of applied."""
+        self.offset = max(self.offset, offset)
+        kept = [k for k in self.parked or [] if k > self.offset - PARKED_SPAN] + [offset]
+        self.parked = kept[-PARKED_KEPT:]
 
     def __repr__(self) -> str:
         return f"UsageRow({self.to_stored()!r})"
@@ -145,26 +157,23 @@ def apply_event(row: UsageRow, event: TelemetryEvent, offset: int, rules: Rules,
                 now: datetime) -> tuple[str, list[Milestone]]:
     """Apply one valid event to the account's row (in place); return its status and milestones.
 
-    An offset at or below the row's is a replay after a crash (already applied: skipped); an id seen
-    within the horizon is a producer duplicate, and a source offset already applied an adapter's
-    copy (both skipped); an event older than the horizon is refused (`BEYOND_HORIZON`, to be
-    dead-lettered), since its id may no longer be remembered. Either way each event counts once.
+    An offset at or below the row's is a replay after a crash (already applied or parked: skipped);
+    an id seen within the horizon is a duplicate (a producer's re-send, an adapter's re-published
+    copy: skipped); an event older than the horizon is refused (`BEYOND_HORIZON`, to be
+    dead-lettered and recorded as parked), since its id may no longer be remembered. Either way
+    each event counts once.
     """
     key = id_key(event.account_id, event.event_id)
+    first = seen.first_offset(key)
     if offset <= row.offset:
-        if seen.first_offset(key) is None:
-            seen.remember(key, offset)
+        if offset not in (row.parked or ()) and first in (None, offset):
+            seen.remember(key, offset)  # written again: a crash may have lost it from the changelog
         return REPLAYED, []
     row.offset = offset
-    if event.origin is not None:
-        if row.origins is None:
-            row.origins = {}
-        if republished(row.origins, event.origin):
-            return DUPLICATE, []
-    first = seen.first_offset(key)
     if first is not None and first != offset:
         return DUPLICATE, []
     if event.occurred_at < now - timedelta(days=rules.dedupe.horizon_days):
+        row.mark_parked(offset)
         return BEYOND_HORIZON, []
     seen.remember(key, offset)
     fired: list[Milestone] = []

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
+from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park, is_outage
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
 from milestone_stream.sinks.sender import mail, webhook
@@ -70,6 +70,8 @@ class Sender:
                             try:
                                 await self.handle(r)
                             except Exception as exc:  # a poison pill: parked, and the stream goes on
+                                if is_outage(exc):
+                                    raise  # the broker or network: stop uncommitted, read it again after
                                 await self._dead.failed("sender", r, exc)
                             try:
                                 await consumer.commit({tp: r.offset + 1})

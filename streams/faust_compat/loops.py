@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from faust.types import AppT, EventT, Message, StreamT
 
 import milestone_stream.faust_compat as compat
 from milestone_stream.faust_compat.events import current
+from milestone_stream.deadletter import is_outage
 from milestone_stream.observability import PROGRESS, RUNNING
 
 #: park(agent, message, exc): dead-letter an input whose processing raised
@@ -28,7 +29,7 @@ Park = Callable[[str, Any, Exception], Awaitable[object]]
 Step = Callable[[EventT], Awaitable[object]]
 BatchStep = Callable[[list[EventT]], Awaitable[object]]
 
-DEAD_LETTER_EXIT = 71  # a record could be neither processed nor dead-lettered
+DEAD_LETTER_EXIT = 71  # an outage, or a record that could be neither processed nor dead-lettered
 
 log = logging.getLogger("milestone_stream.faust_compat")  # the logger name from before the split
 
@@ -40,12 +41,12 @@ async def each_in_order(app: AppT, stream: StreamT, agent: str, step: Step, park
     otherwise restart the agent and acknowledge the event, losing it without a trace."""
     with RUNNING.loop(agent):
         async for event in stream.events():
-            if compat.admit(app, event):
-                with PROGRESS.record(agent):
-                    try:
+            try:
+                if compat.admit(app, event):
+                    with PROGRESS.record(agent):
                         await step(event)
-                    except Exception as exc:
-                        await park_or_stop(park, agent, event.message, exc)
+            except Exception as exc:
+                await park_or_stop(park, agent, event.message, exc)
 
 
 async def batches_in_order(app: AppT, stream: faust.Stream, agent: str, step: BatchStep, size: int, within: float,
@@ -70,7 +71,9 @@ async def _batch_or_each(step: BatchStep, taken: list[EventT], agent: str, park:
     try:
         await step(taken)
         return
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            stop(taken[0].message, exc)
         log.warning("a batch raised; taking it again one event at a time", extra={"agent": agent})
     for event in taken:
         try:
@@ -80,13 +83,22 @@ async def _batch_or_each(step: BatchStep, taken: list[EventT], agent: str, park:
 
 
 async def park_or_stop(park: Park, agent: str, message: Message, exc: Exception) -> None:
-    """Dead-letter `message`; if even that fails, stop the process at once: an exit commits nothing,
-    where letting the exception reach Faust would acknowledge (and later commit) the message."""
+    """Dead-letter `message`; on an outage (the broker, the network: not the record's fault), or if even
+    the dead letter fails, stop the process at once: an exit commits nothing, where letting the
+    exception reach Faust would acknowledge (and later commit) the message."""
+    if is_outage(exc):
+        stop(message, exc)
     try:
         await park(agent, message, exc)
     except Exception as fatal:
-        print(f"milestones: could not dead-letter {message.topic}[{message.partition}]@{message.offset} "
-              f"after {type(exc).__name__} ({type(fatal).__name__}: {fatal}); stopping without committing it",
-              file=sys.stderr, flush=True)
-        logging.shutdown()
-        os._exit(DEAD_LETTER_EXIT)
+        stop(message, exc, fatal)
+
+
+def stop(message: Message, exc: BaseException, fatal: BaseException | None = None) -> NoReturn:
+    """Exit now, committing nothing: the record is read again after the restart."""
+    why = f"{type(exc).__name__}: {exc}" + (f"; its dead letter failed too ({type(fatal).__name__}: {fatal})"
+                                           if fatal else " (an outage, not the record's fault)")
+    print(f"milestones: stopping without committing {message.topic}[{message.partition}]@{message.offset}: "
+          f"{why}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(DEAD_LETTER_EXIT)
