@@ -2,7 +2,7 @@
 
 Row (Faust table value, JSON):  p: profile fields   c: key contacts   f: ids of fired milestones
 a: anniversary years done   r: recent change ids
-o: {topic: offset of the last applied input, and source topic#partition: offset for adapted records}
+o: {topic: offset of the last applied input}
 s: {field: [source, record, ISO time]} where each profile field came from (the drafter cites it; also
    the as-of time that makes a late, older value lose)
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timezone
 
 from milestone_stream.agents.anniversary import anniversary_date, due_now
-from milestone_stream.agents.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.models import CrmChange, Evidence, Milestone
 from milestone_stream.rules import Rules
@@ -39,15 +38,16 @@ def apply_change(row: dict, change: CrmChange, origin: tuple[str, int], rules: R
     """Apply one change to the row (in place) and return the milestones it marks, each once ever.
 
     `origin` is the input's (topic, offset): at or below the row's offset for that topic it is a
-    replay after a crash and changes nothing; a recent change id is a producer duplicate, and a
-    source offset already applied an adapter's copy. A field value older (by `occurred_at`) than
-    the one the row holds arrived out of order and is ignored: the CRM's latest value wins.
+    replay after a crash and changes nothing; a recent change id is a producer duplicate (skipped to
+    save work: applying a change twice changes nothing, an adapter's re-published copy included). A
+    field value older (by `occurred_at`) than the one the row holds arrived out of order and is
+    ignored: the CRM's latest value wins.
     """
     topic, offset = origin
     if offset <= row["o"].get(topic, -1):
         return []
     row["o"][topic] = offset
-    if change.change_id in row["r"] or republished(row["o"], change.origin):
+    if change.change_id in row["r"]:
         return []
     row["r"] = (row["r"] + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
     if change.contacts is not None:

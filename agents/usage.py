@@ -5,14 +5,18 @@ figures, so state, the record of what fired and the input offset move together i
   t: {metric: cumulative total}          o: offset of the last applied input event
   w: {metric: spike window state}
   s: {metric: [first, last] event time, epoch seconds} (the drafter's pace and as-of figures)
-  x: {source topic#partition: offset} of records mapped by an ingestion adapter (agents/origins.py)
+  k: input offsets of this account's events that were parked (dead-lettered) instead of applied
 
 Duplicates are exact within the dedupe horizon: every event id applied is remembered in a table of
 its own (`SeenIds`: one small entry per event, key `id_key`, value the input offset that first
 carried it), which scales to millions of ids per account where a list in the row could not. Why the
 offset as the value: the id entry and the row are two changelog writes, and a crash can keep one
-and lose the other. An id entry whose offset is this event's own is this event replayed, not a
-duplicate; and a replayed event (at or below the row's offset) re-asserts an id entry a crash lost.
+and lose the other (or, with RocksDB, keep both locally and lose both in the changelog). An id
+entry whose offset is this event's own is this event read again, not a duplicate; and an event
+read again at or below the row's offset re-writes its id entry (the agent re-writes the row too),
+unless the row lists it in `k` as parked: a parked event was never counted, so its id must stay
+free for the replay of its dead letter. An ingestion adapter's re-published copies carry the same
+event id (Segment's messageId, or the source message's position), so they are duplicates here too.
 """
 from __future__ import annotations
 
@@ -22,12 +26,13 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from milestone_stream.agents.origins import republished
 from milestone_stream.ids import milestone_id
 from milestone_stream.models import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
 
 APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
+PARKED_KEPT = 256             # parked offsets a row remembers ...
+PARKED_SPAN = 1_000_000       # ... and only within this many offsets of its own (older ones are committed)
 
 
 class SeenIds(Protocol):
@@ -56,13 +61,20 @@ def copy_row(row: dict | None) -> dict:
     """
     if row is None:
         return new_row()
-    out = {k: v for k, v in row.items() if k != "r"}
+    out = {k: v for k, v in row.items() if k not in ("r", "x")}
     out["t"], out["w"] = dict(row["t"]), {m: dict(w) for m, w in row["w"].items()}
     if "s" in row:
         out["s"] = {m: list(v) for m, v in row["s"].items()}
-    if "x" in row:
-        out["x"] = dict(row["x"])
+    if "k" in row:
+        out["k"] = list(row["k"])
     return out
+
+
+def mark_parked(row: dict, offset: int) -> None:
+    """Record (in place) that the event at `offset` was dead-lettered instead of applied."""
+    row["o"] = max(row["o"], offset)
+    kept = [k for k in row.get("k", []) if k > row["o"] - PARKED_SPAN] + [offset]
+    row["k"] = kept[-PARKED_KEPT:]
 
 
 def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, str] | None:
@@ -81,23 +93,23 @@ def apply_event(row: dict, event: TelemetryEvent, offset: int, rules: Rules, see
                 now: datetime) -> tuple[str, list[Milestone]]:
     """Apply one valid event to the account's row (in place); return its status and milestones.
 
-    An offset at or below the row's is a replay after a crash (already applied: skipped); an id seen
-    within the horizon is a producer duplicate, and a source offset already applied an adapter's
-    copy (both skipped); an event older than the horizon is refused (`BEYOND_HORIZON`, to be
-    dead-lettered), since its id may no longer be remembered. Either way each event counts once.
+    An offset at or below the row's is a replay after a crash (already applied or parked: skipped);
+    an id seen within the horizon is a duplicate (a producer's re-send, an adapter's re-published
+    copy: skipped); an event older than the horizon is refused (`BEYOND_HORIZON`, to be
+    dead-lettered and recorded as parked), since its id may no longer be remembered. Either way
+    each event counts once.
     """
     key = id_key(event.account_id, event.event_id)
+    first = seen.first_offset(key)
     if offset <= row["o"]:
-        if seen.first_offset(key) is None:
-            seen.remember(key, offset)
+        if offset not in row.get("k", ()) and first in (None, offset):
+            seen.remember(key, offset)  # written again: a crash may have lost it from the changelog
         return REPLAYED, []
     row["o"] = offset
-    if event.origin is not None and republished(row.setdefault("x", {}), event.origin):
-        return DUPLICATE, []
-    first = seen.first_offset(key)
     if first is not None and first != offset:
         return DUPLICATE, []
     if event.occurred_at < now - timedelta(days=rules.dedupe.horizon_days):
+        mark_parked(row, offset)
         return BEYOND_HORIZON, []
     seen.remember(key, offset)
     fired: list[Milestone] = []

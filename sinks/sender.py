@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from milestone_stream.deadletter import DeadLetters, decode_or_park
+from milestone_stream.deadletter import DeadLetters, decode_or_park, is_outage
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.models import ApprovalDecision, ApprovalRequest, EmailOutcome
 from milestone_stream.sinks import mail, webhook
@@ -69,6 +69,8 @@ class Sender:
                             try:
                                 await self.handle(r)
                             except Exception as exc:  # a poison pill: parked, and the stream goes on
+                                if is_outage(exc):
+                                    raise  # the broker or network: stop uncommitted, read it again after
                                 await self._dead.failed("sender", r, exc)
                             try:
                                 await consumer.commit({tp: r.offset + 1})

@@ -215,6 +215,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
                     seen.event = by
                     usage.apply_event(rows[account], earlier, at, rules, seen, now)
                 await park("usage", event.message, exc)
+                usage.mark_parked(rows[account], offset)  # never counted: its id stays free for the replay
+                applied[account] = event
                 continue
             taken.setdefault(account, []).append((record, offset, event))
             if status == usage.BEYOND_HORIZON:
@@ -225,8 +227,9 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
                                               f"{rules.dedupe.horizon_days:g} days before now "
                                               f"({now.isoformat()}): a duplicate could no longer be recognised")
             fired += new
-            if status != usage.REPLAYED:  # a duplicate still advances the row's offset
-                applied[account] = event
+            # every status writes the row: a duplicate or a parked event advances its offset, and an
+            # event read again re-writes a row a crash may have kept only locally (RocksDB)
+            applied[account] = event
         await emit(fired, "usage")
         # a write only for events still current: else a rebalance began during the acks and the input
         # is read again by the partition's next owner

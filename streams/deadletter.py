@@ -8,10 +8,14 @@ on purpose by raising `Unprocessable` with a stable reason.
 """
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from faust.exceptions import FaustError
 from pydantic import ValidationError
 
 from milestone_stream.codec import CodecError
@@ -27,6 +31,7 @@ Produce = Callable[[str, bytes | None, bytes], Awaitable[object]]
 
 #: room left in a dead letter for its own fields (error text, origin, stage) beside the raw bytes
 ENVELOPE_BYTES = 16 * 1024
+KEY_KEPT = 1024  # a longer original key becomes its SHA-256 as the dead letter's record key
 UNEXPECTED = "unexpected_error"
 
 
@@ -36,6 +41,15 @@ class Unprocessable(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An error of the broker, the network, a timeout or of Faust itself (a changelog with other
+    partitions than its input, say) — not of the record: such a record must be read again after a
+    restart, never dead-lettered (a record too large for the broker is the record's)."""
+    if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError)):
+        return False
+    return isinstance(exc, (KafkaError, OSError, asyncio.TimeoutError, FaustError))
 
 
 class DeadLetters:
@@ -49,15 +63,21 @@ class DeadLetters:
 
     async def send(self, *, stage: str, reason: str, error: str, topic: str, partition: int,
                    offset: int, key: bytes | None, value: bytes | None) -> DeadLetter:
-        if value is not None and len(value) + len(key or b"") > self._max_value:
-            error = (f"{error[:1500]} [the original value of {len(value):,} bytes is too large to keep here; "
-                     f"read it at its origin]")
-            value = None
-        if key is not None and len(key) > self._max_value:
-            key = None
+        """The original key travels twice (the record's key and inside the letter): each part is kept
+        only while the whole fits, else the letter keeps the origin alone and says so."""
+        record_key = key if key is None or len(key) <= KEY_KEPT else hashlib.sha256(key).digest()
+        if 2 * len(key or b"") + len(value or b"") > self._max_value:
+            error = (f"{error[:1500]} [the original key and value ({len(key or b''):,} and {len(value or b''):,} "
+                     f"bytes) are too large to keep here; read them at the origin]")
+            key = value = None
         letter = DeadLetter(stage=stage, reason=reason, error=error[:2000], topic=topic, partition=partition,
                             offset=offset, key=key, value=value, failed_at=datetime.now(timezone.utc))
-        await self._produce(self.topic, key, letter.to_avro())
+        try:
+            await self._produce(self.topic, record_key, letter.to_avro())
+        except MessageSizeTooLargeError:  # a broker whose limit is below ours: keep the origin alone
+            letter = letter.model_copy(update={"key": None, "value": None,
+                                               "error": f"{error[:1500]} [too large for the broker; read it at the origin]"})
+            await self._produce(self.topic, record_key, letter.to_avro())
         DEAD_LETTERS.labels(stage, reason).inc()
         log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}",
                                           "error": error[:300]})

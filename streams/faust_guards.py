@@ -28,18 +28,19 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer as FaustAIOKafkaConsumer
 
+from milestone_stream.deadletter import is_outage
 from milestone_stream.observability import PROGRESS, REBALANCE_SKIPS, RUNNING
 
 #: park(agent, message, exc): dead-letter an input whose processing raised
 Park = Callable[[str, Any, Exception], Awaitable[object]]
 
 RECOVERY_ERROR_EXIT = 70
-DEAD_LETTER_EXIT = 71  # a record could be neither processed nor dead-lettered
+DEAD_LETTER_EXIT = 71  # an outage, or a record that could be neither processed nor dead-lettered
 RESEEK_SECONDS = 2.0  # a seek-back raced by an in-flight fetch is repeated after this long
 FETCH_WAIT_SECONDS = 0.1  # longest time the broker may hold a fetch request waiting for new data
 
@@ -136,12 +137,12 @@ async def each_in_order(app, stream, agent: str, step, park: Park) -> None:
     otherwise restart the agent and acknowledge the event, losing it without a trace."""
     with RUNNING.loop(agent):
         async for event in stream.events():
-            if admit(app, event):
-                with PROGRESS.record(agent):
-                    try:
+            try:
+                if admit(app, event):
+                    with PROGRESS.record(agent):
                         await step(event)
-                    except Exception as exc:
-                        await park_or_stop(park, agent, event.message, exc)
+            except Exception as exc:
+                await park_or_stop(park, agent, event.message, exc)
 
 
 async def batches_in_order(app, stream, agent: str, step, size: int, within: float, park: Park) -> None:
@@ -164,7 +165,9 @@ async def batches_in_order(app, stream, agent: str, step, size: int, within: flo
 async def _batch_or_each(step, taken: list, agent: str, park: Park) -> None:
     try:
         return await step(taken)
-    except Exception:
+    except Exception as exc:
+        if is_outage(exc):
+            stop(taken[0].message, exc)
         log.warning("a batch raised; taking it again one event at a time", extra={"agent": agent})
     for event in taken:
         try:
@@ -174,16 +177,25 @@ async def _batch_or_each(step, taken: list, agent: str, park: Park) -> None:
 
 
 async def park_or_stop(park: Park, agent: str, message, exc: Exception) -> None:
-    """Dead-letter `message`; if even that fails, stop the process at once: an exit commits nothing,
-    where letting the exception reach Faust would acknowledge (and later commit) the message."""
+    """Dead-letter `message`; on an outage (the broker, the network: not the record's fault), or if even
+    the dead letter fails, stop the process at once: an exit commits nothing, where letting the
+    exception reach Faust would acknowledge (and later commit) the message."""
+    if is_outage(exc):
+        stop(message, exc)
     try:
         await park(agent, message, exc)
     except Exception as fatal:
-        print(f"milestones: could not dead-letter {message.topic}[{message.partition}]@{message.offset} "
-              f"after {type(exc).__name__} ({type(fatal).__name__}: {fatal}); stopping without committing it",
-              file=sys.stderr, flush=True)
-        logging.shutdown()
-        os._exit(DEAD_LETTER_EXIT)
+        stop(message, exc, fatal)
+
+
+def stop(message, exc: BaseException, fatal: BaseException | None = None) -> NoReturn:
+    """Exit now, committing nothing: the record is read again after the restart."""
+    why = f"{type(exc).__name__}: {exc}" + (f"; its dead letter failed too ({type(fatal).__name__}: {fatal})"
+                                           if fatal else " (an outage, not the record's fault)")
+    print(f"milestones: stopping without committing {message.topic}[{message.partition}]@{message.offset}: "
+          f"{why}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(DEAD_LETTER_EXIT)
 
 
 def current(app, message) -> bool:

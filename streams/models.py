@@ -49,9 +49,9 @@ class Origin(BaseModel):
     """Where an ingestion adapter read the message a record was mapped from (see `streams/adapters.py`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    topic: str
-    partition: int
-    offset: int
+    topic: str = Field(min_length=1, max_length=249)  # Kafka's own limit on topic names
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
 
     @property
     def stream(self) -> str:

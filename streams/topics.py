@@ -9,6 +9,7 @@ import asyncio
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from milestone_stream.settings import ConfigError
@@ -87,9 +88,23 @@ async def ensure(bootstrap_servers: str, specs: list[TopicSpec], replication_fac
                 pass
         if check:
             await _check_partitions(admin, specs)
+            await _align_configs(admin, [s for s in specs if s.configs and s not in missing])
         return [s.name for s in missing]
     finally:
         await admin.close()
+
+
+async def _align_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Existing topics take the configs of their spec: the event-id changelog's retention follows the
+    dedupe horizon of the rules in force (a longer horizon with the old retention would let ids expire
+    that a duplicate could still match)."""
+    for spec in specs:
+        wanted = dict(spec.configs)
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name,
+                                                                  dict.fromkeys(wanted))])
+        current = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        if any(current.get(k) != v for k, v in wanted.items()):
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted)])
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

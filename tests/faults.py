@@ -4,8 +4,8 @@ Why here and not behind a flag in the product: the worker must not carry test sw
 starts `python -c "import faults; faults.install(); ..."`, which wraps the named functions before
 the worker imports them into its agents; `TEST_FAULTS` says which stage raises for which account:
 `usage=acct-x` (for that account's events of value 13 only), `crm=acct-y`, `draft=acct-z`, and
-`loop=crm.changes`, which makes the agent reading that topic crash outside any one record's step
-(as an engine error would), so that it crashes again at every restart.
+`loop=crm`, which makes that agent's loop crash outside any one record's step (as an engine error
+inside Faust's stream would), so that it crashes again at every restart.
 """
 from __future__ import annotations
 
@@ -51,11 +51,15 @@ def install() -> None:
 
         drafter.compile_context = raising_context
     if "loop" in spec:
-        admit = faust_guards.admit
+        from milestone_stream.observability import RUNNING
 
-        def raising_admit(app, event):
-            if event.message.topic.endswith(spec["loop"]):
-                raise InjectedFault(f"injected engine fault on {event.message.topic}")
-            return admit(app, event)
+        each_in_order = faust_guards.each_in_order
 
-        faust_guards.admit = raising_admit
+        async def crashing_loop(app, stream, agent, step, park):
+            if agent != spec["loop"]:
+                return await each_in_order(app, stream, agent, step, park)
+            with RUNNING.loop(agent):  # as an engine error inside Faust's stream would
+                async for event in stream.events():
+                    raise InjectedFault(f"injected engine fault in agent {agent} at offset {event.message.offset}")
+
+        faust_guards.each_in_order = crashing_loop

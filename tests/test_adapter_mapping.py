@@ -7,7 +7,6 @@ import pytest
 
 from milestone_stream.agents import salesforce_cdc, segment
 from milestone_stream.agents.mapping import Rejected, Skipped, calendar_date
-from milestone_stream.agents.origins import republished
 from milestone_stream.models import CrmChange, FieldChange, Origin, ResyncNeeded, TelemetryEvent
 
 from payloads import ACCOUNT_CHANGE_EVENT_SCHEMA, cdc, config, group, track
@@ -152,16 +151,6 @@ def test_other_entities_unmapped_changes_and_broken_events():
         with pytest.raises(Rejected) as err:
             sf(bad)
         assert err.value.reason == reason
-
-
-def test_an_adapters_republished_copy_is_recognised_by_its_source_offset():
-    marks = {}
-    first = [Origin(topic="s", partition=p, offset=o) for p, o in ((0, 5), (1, 2), (0, 9))]
-    assert [republished(marks, o) for o in first] == [False, False, False]
-    assert republished(marks, Origin(topic="s", partition=0, offset=9))      # the last one again
-    assert republished(marks, Origin(topic="s", partition=0, offset=5))      # an earlier one
-    assert not republished(marks, Origin(topic="s", partition=1, offset=3))  # new on its partition
-    assert not republished(marks, None)                                      # published directly
 
 
 def test_a_mapping_to_a_metric_the_rules_do_not_know_stops_start_up_with_one_line(tmp_path):

@@ -9,6 +9,7 @@ import random
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+from milestone_stream.agents.usage import id_key
 from milestone_stream.ids import milestone_id
 from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.models import Milestone, TelemetryEvent
@@ -64,6 +65,13 @@ async def run_and_check(kafka_bootstrap, topics, events, disrupt):
     await wait_for(lambda: _equal(distinct, expected_ids), timeout=240, interval=2, what="all milestones")
     await wait_for(lambda: _totals_if(kafka_bootstrap, topics.prefix, expected_totals), 60, interval=2,
                    what="every account's total to equal the sum of its distinct events")
+
+    # every event applied is remembered in the event-id changelog (what another worker would restore),
+    # however the crash fell between the id's and the row's changelog writes
+    stored = {r.key for r in await read_topic(kafka_bootstrap, f"{topics.prefix}detector-event_ids-changelog")
+              if r.value is not None}
+    assert stored == {id_key(e.account_id, e.event_id) for e in events}, \
+        f"{len({id_key(e.account_id, e.event_id) for e in events} - stored)} applied ids missing from the changelog"
 
     copies = {}
     for r in await read_topic(kafka_bootstrap, topics.milestones):

@@ -47,9 +47,10 @@ async def test_a_record_that_raises_is_dead_lettered_the_rest_applied_and_a_repl
         kafka_bootstrap, topics, tmp_path):
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
     port = free_port()
+    # commits rarely, so that the worker after the kill reads everything again, parked events included
     worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "faulty", faults="usage=mixed,crm=crm-poison,draft=drafty",
                     MILESTONES_WEB_PORT=str(port), MILESTONES_GATHER_SECONDS="0.2", MILESTONES_DRAFTER_INTERVAL="0.2",
-                    MILESTONES_BATCH_SIZE="50").start()
+                    MILESTONES_BATCH_SIZE="50", MILESTONES_COMMIT_INTERVAL="60").start()
     events = [ev(a, i) for i in range(120) for a in ACCOUNTS]  # 1,200 each: the 500 and 1,000 tiers
     poison = [ev("mixed", 1000 + i, MARK) for i in range(5)]  # interleaved with the same account's good events
     for n, p in enumerate(poison):
@@ -86,9 +87,10 @@ async def test_a_record_that_raises_is_dead_lettered_the_rest_applied_and_a_repl
         assert 'milestones_dead_letters_total{reason="unexpected_error",stage="usage"} 5.0' in scrape
         assert 'milestones_dead_letters_total{reason="draft_failed",stage="drafter"} 2.0' in scrape
     finally:
-        assert worker.stop() == 0
+        worker.kill()  # SIGKILL, nothing committed: the next worker reads every event again
 
-    # the cause fixed (a worker without the faults), the usage dead letters replayed: each counts once
+    # the cause fixed (a worker without the faults) reads everything again: a parked event is not taken
+    # for an applied one; then the usage dead letters are replayed, and each counts once
     worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "fixed").start()
     try:
         listed = cli(kafka_bootstrap, topics, "deadletter", "list", "--stage", "usage", "--json")

@@ -198,3 +198,32 @@ def test_values_above_the_configured_bound_are_refused():
     with pytest.raises(ValueError):
         TelemetryEvent(event_id="e", account_id="a", metric="emails_sent", value=float("nan"), occurred_at=at,
                        source="t")
+
+
+def test_a_parked_event_keeps_its_id_free_for_the_replay_of_its_dead_letter():
+    """A parked event (a rule raised, or beyond the horizon) was never counted: read again after a
+    crash it must not be taken for an applied one, and its replay at a new offset counts once."""
+    rules, seen, row = Rules(), Ids(), usage.new_row()
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    poison = TelemetryEvent(event_id="p", account_id="a", metric="emails_sent", value=600, occurred_at=at, source="t")
+    good = poison.model_copy(update={"event_id": "g", "value": 1.0})
+    usage.mark_parked(row, 10)  # the agent parked the event at offset 10
+    assert apply(row, good, 11, rules, seen)[0] == usage.APPLIED
+    assert apply(row, poison, 10, rules, seen)[0] == usage.REPLAYED  # read again after a crash
+    assert usage.id_key("a", "p") not in seen
+    status, fired = apply(row, poison, 500, rules, seen)  # the dead letter replayed
+    assert status == usage.APPLIED and [m.threshold for m in fired] == [500] and row["t"]["emails_sent"] == 601
+    old = poison.model_copy(update={"event_id": "old"})
+    assert usage.apply_event(row, old, 501, rules, seen, at + timedelta(days=31))[0] == usage.BEYOND_HORIZON
+    assert apply(row, old, 501, rules, seen)[0] == usage.REPLAYED and usage.id_key("a", "old") not in seen
+    assert 501 in row["k"] and 10 in row["k"]
+
+
+def test_an_adapters_re_published_copy_is_a_duplicate_by_its_event_id():
+    rules, seen, row = Rules(), Ids(), usage.new_row()
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    first = TelemetryEvent(event_id="msg-1", account_id="a", metric="emails_sent", value=5, occurred_at=at,
+                           source="segment", origin={"topic": "segment.events", "partition": 0, "offset": 7})
+    assert apply(row, first, 1, rules, seen)[0] == usage.APPLIED
+    assert apply(row, first, 2, rules, seen)[0] == usage.DUPLICATE  # re-published after the adapter's crash
+    assert row["t"]["emails_sent"] == 5

@@ -89,7 +89,7 @@ async def test_a_changelog_with_other_partitions_than_the_inputs_stops_start_up_
 async def test_an_agent_that_keeps_crashing_is_not_ready_and_not_healthy(kafka_bootstrap, topics, tmp_path):
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
     port = free_port()
-    w = Worker(kafka_bootstrap, topics.prefix, tmp_path, faults="loop=crm.changes", MILESTONES_WEB_PORT=str(port),
+    w = Worker(kafka_bootstrap, topics.prefix, tmp_path, faults="loop=crm", MILESTONES_WEB_PORT=str(port),
                MILESTONES_STALL_SECONDS="60").start()
     try:
         await wait_for(lambda: _status_is(port, "/readyz", 200), 90, interval=0.3, what="the worker ready")
@@ -107,3 +107,28 @@ async def test_an_agent_that_keeps_crashing_is_not_ready_and_not_healthy(kafka_b
 async def _status_is(port: int, path: str, status: int):
     answer = await probe(port, path)
     return answer[1] if answer and answer[0] == status else None
+
+
+async def test_the_event_id_changelog_follows_the_dedupe_horizon_in_force(kafka_bootstrap, topics):
+    """A longer horizon with the old retention would let ids expire that a duplicate could still match."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from milestone_stream.topics import TopicSpec, ensure
+
+    name = f"{topics.prefix}detector-event_ids-changelog"
+
+    def spec(days: int) -> TopicSpec:
+        return TopicSpec(name, 3, (("cleanup.policy", "compact,delete"), ("retention.ms", str(days * 86_400_000))))
+
+    await ensure(kafka_bootstrap, [spec(31)])
+    await ensure(kafka_bootstrap, [spec(91)])  # the rules now keep 90 days
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name,
+                                                                  {"retention.ms": None, "cleanup.policy": None})])
+        assert {e[0]: e[1] for e in response.resources[0][4]} == {"retention.ms": str(91 * 86_400_000),
+                                                                 "cleanup.policy": "compact,delete"}
+    finally:
+        await admin.close()
