@@ -101,6 +101,8 @@ def _marks(row: dict, change: CrmChange, field: str, before, value, rules: Rules
     if field.startswith("certification.") and value not in (False, 0, ""):
         program = field.split(".", 1)[1].replace("_", " ")
         count = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        if count is not None and (count < 1 or count != int(count)):
+            return []  # a count of people certified is a whole number from 1
         title = f"{count:g} certified in {program}" if count is not None else f"{program} certification completed"
         return [_milestone(change, "certification", field, value, title, value=count)]
     if field in ONCE_EVER:
@@ -108,8 +110,18 @@ def _marks(row: dict, change: CrmChange, field: str, before, value, rules: Rules
         return [_milestone(change, kind, field, "once", title)]
     if field in PER_DATE:
         kind, title = PER_DATE[field]
-        return [_milestone(change, kind, field, str(value)[:10], f"{title} on {str(value)[:10]}")]
+        day = _iso_day(value)
+        return [_milestone(change, kind, field, day, f"{title} on {day}")] if day else []
     return []
+
+
+def _iso_day(value) -> str | None:
+    """The ISO date a dated event's field names (`2026-05-01`, or a timestamp text), else None: a
+    value that is no date (markup, a number) marks no milestone."""
+    try:
+        return date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        return None
 
 
 def _anniversaries(row: dict, change: CrmChange, rules: Rules, today: date) -> list[Milestone]:

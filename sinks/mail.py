@@ -66,6 +66,16 @@ def checked(name: str, value: str) -> str:
     return value
 
 
+def subject_text(value: str) -> str:
+    """A subject as it may be sent: CR/LF refused (an edit that tries is an attack, not a typo), other
+    control and line-separator characters dropped, and `=?` broken — Python before 3.11.10 decodes an
+    encoded word in a header and writes its CR/LF to the wire (CVE-2024-6923)."""
+    checked("Subject", value)
+    text = "".join(" " if unicodedata.category(c) in ("Zl", "Zp") or c in "\x0b\x0c\x85" else
+                   "" if unicodedata.category(c) in _INVISIBLE and c not in _KEEP else c for c in value)
+    return " ".join(text.replace("=?", "= ?").split())
+
+
 def message_id(approval_id: str, domain: str, purpose: str = "customer_email") -> str:
     prefix = "" if purpose == "customer_email" else "notify."
     return f"<{prefix}{approval_id}@{domain}>"
@@ -125,6 +135,14 @@ def misread(msg: EmailMessage, intended: dict[str, list[Address]]) -> list[str]:
     return wrong
 
 
+def added_headers(msg: EmailMessage) -> list[str]:
+    """Headers a receiver would read that the message was not given (an injection through a value)."""
+    back = email.message_from_bytes(msg.as_bytes(), policy=default)
+    given = sorted(k.lower() for k in msg.keys())
+    read = sorted(k.lower() for k in back.keys())
+    return [k for k in read if read.count(k) > given.count(k)]
+
+
 def _message(subject: str, to: list[Address], sender: Address, reply_to: Address | None, msgid: str,
              when: datetime, text: str, html: str | None) -> Outgoing:
     unique: dict[str, Address] = {}
@@ -134,7 +152,7 @@ def _message(subject: str, to: list[Address], sender: Address, reply_to: Address
     levels = dict.fromkeys(intended, 0)
     while True:
         msg = EmailMessage(policy=SMTP)
-        msg["Subject"] = checked("Subject", subject)
+        msg["Subject"] = subject_text(subject)
         for header, addresses in intended.items():
             plain = [_plainer(a, levels[header]) for a in addresses]
             msg[header] = plain[0] if header != "To" else plain
@@ -143,6 +161,9 @@ def _message(subject: str, to: list[Address], sender: Address, reply_to: Address
         msg.set_content(text)
         if html:
             msg.add_alternative(html, subtype="html")
+        extra = added_headers(msg)
+        if extra:
+            raise HeaderInjection(f"the message would carry headers nobody set ({', '.join(extra)}); refused")
         wrong = misread(msg, intended)
         if not wrong:
             return Outgoing(msg, sender.addr_spec, [a.addr_spec for a in intended["To"]])

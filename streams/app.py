@@ -247,10 +247,13 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         record = await decode(event, CrmChange, "crm")
         if record is None:
             return
+        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
+        if tick is not None and event.message.topic != names.clock:
+            raise Unprocessable("reserved_field", f"{crm.ANNIVERSARY_DUE} is set by the worker's own clock only; "
+                                                  "a CRM change may not carry it")
         row = copy.deepcopy(profiles.get(record.account_id)) or crm.new_row()
         # a tick carries its own date, so a replay decides exactly as the first run did
-        tick = next((fc.value for fc in record.changes if fc.field == crm.ANNIVERSARY_DUE), None)
-        today = date.fromisoformat(tick) if tick else clock.now().astimezone(zone).date()
+        today = date.fromisoformat(str(tick)) if tick else clock.now().astimezone(zone).date()
         origin = (event.message.topic, event.message.offset)
         fired = crm.apply_change(row, record, origin, rules, today)
         check_fits(row, f"profile of account {record.account_id!r}")

@@ -41,12 +41,14 @@ async def test_hostile_crm_text_and_values_are_drafted_bounded_or_dead_lettered(
         "markup": change("markup", 1, [Contact(name="<script>x</script>", email="m@markup.example", role="vp")],
                          name="<b>Bold</b> & Co", industry="\u202eevil", **CSM),
     }
+    # the worker's own clock field, from a CRM: it would mark anniversaries passed, or fire one early
+    reserved = change("crlf", 2, anniversary_due=(NOW + timedelta(days=400)).date().isoformat())
     fixed = change("huge", 1, name="Huge Inc", **CSM)  # under the broker's limit, over the field bound:
     huge = fixed.model_copy(update={"changes": [FieldChange.model_construct(field="name", value="H" * 1_000_000),
                                                 *fixed.changes[1:]]})
     try:
         async with producer(kafka_bootstrap, max_request_size=2_000_000) as prod:
-            for c in [*hostile.values(), huge]:
+            for c in [*hostile.values(), huge, reserved]:
                 await prod.send_and_wait(topics.crm, key=c.account_id.encode(), value=c.to_avro())
         await publish(kafka_bootstrap, topics.crm, [change("huge", 2, name="Huge Inc", **CSM)])  # fixed in the CRM
         await publish(kafka_bootstrap, topics.telemetry,
@@ -68,11 +70,12 @@ async def test_hostile_crm_text_and_values_are_drafted_bounded_or_dead_lettered(
 
         async def letters():
             found = await dead_letters(kafka_bootstrap, topics.deadletter)
-            return found if len(found) >= 3 else None
-        found = await wait_for(letters, 60, interval=0.5, what="three dead letters")
+            return found if len(found) >= 4 else None
+        found = await wait_for(letters, 60, interval=0.5, what="four dead letters")
         assert sorted((d.stage, d.reason) for d in found) == [
-            ("crm", "invalid"), ("usage", "value_out_of_range"), ("usage", "value_out_of_range")]
-        [too_long] = [d for d in found if d.stage == "crm"]
+            ("crm", "invalid"), ("crm", "reserved_field"), ("usage", "value_out_of_range"),
+            ("usage", "value_out_of_range")]
+        [too_long] = [d for d in found if d.reason == "invalid"]
         assert "at most 2,000 characters" in too_long.error
         assert too_long.value is None and "too large to keep here" in too_long.error  # a replay reads its origin
         assert not [m for m in await milestones(kafka_bootstrap, topics.milestones) if m.account_id == "big"]

@@ -128,3 +128,20 @@ def test_an_address_that_is_not_exactly_one_plain_addr_spec_is_refused(bad):
 def test_plain_addresses_are_accepted_unchanged():
     for good in ["jane@acme.example", "Jane.Doe+milestones@mail.acme-corp.example", "o'neil@acme.example", "x@localhost"]:
         assert mail.addr_spec(good) == good
+
+
+def test_encoded_words_in_a_subject_cannot_add_headers():
+    """Python before 3.11.10 decodes an encoded word in a header and writes its CR/LF (CVE-2024-6923)."""
+    req = approval_request(1)
+    for subject in ["=?utf-8?q?Acme=0D=0ABcc:_x@evil.example?=",
+                    "Well done =?utf-8?q?team=0D=0AReply-To:_a@evil.example=0D=0ACc:_c@evil.example?=",
+                    "line\u2028separator\x0bvertical\x85next"]:
+        out = mail.customer_email(decision(req, subject=subject), "Sam", "x.test", None)
+        back = email.message_from_bytes(out.message.as_bytes(), policy=email.policy.default)
+        assert sorted(back.keys()) == sorted(out.message.keys())
+        assert not {"bcc", "cc", "reply-to"} & {k.lower() for k in back.keys()}
+        assert "\n" not in str(back["Subject"]) and "=?" not in str(back["Subject"])
+    hostile = approval_request(2, account_name="=?utf-8?q?Acme=0D=0ABcc:_x@evil.example?=")
+    note = mail.notification(hostile, {"send": "s", "edit": "e", "dont_send": "d"}, "x.test", None, req.created_at)
+    back = email.message_from_bytes(note.message.as_bytes(), policy=email.policy.default)
+    assert "bcc" not in {k.lower() for k in back.keys()}

@@ -227,3 +227,20 @@ def test_an_adapters_re_published_copy_is_a_duplicate_by_its_event_id():
     assert apply(row, first, 1, rules, seen)[0] == usage.APPLIED
     assert apply(row, first, 2, rules, seen)[0] == usage.DUPLICATE  # re-published after the adapter's crash
     assert row["t"]["emails_sent"] == 5
+
+
+def test_crm_values_that_are_no_count_or_no_date_mark_no_milestone():
+    from milestone_stream.agents import crm
+    from milestone_stream.models import CrmChange, FieldChange
+
+    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+
+    def marks(field, value):
+        change = CrmChange(change_id=f"c-{field}-{value}", account_id="a", source="crm", occurred_at=at,
+                           changes=[FieldChange(field=field, value=value)])
+        return crm.apply_change(crm.new_row(), change, ("crm", 1), Rules(), at.date())
+
+    assert marks("certification.admin", -7) == [] and marks("certification.admin", 2.5) == []
+    assert [m.title for m in marks("certification.admin", 5)] == ["5 certified in admin"]
+    assert marks("qbr_completed_at", "<img src=x>") == [] and marks("qbr_completed_at", 17) == []
+    assert [m.title for m in marks("qbr_completed_at", "2026-05-01T10:00:00Z")] == ["QBR completed on 2026-05-01"]
