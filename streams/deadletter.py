@@ -94,7 +94,8 @@ class DeadLetters:
             await self._produce(self.topic, record_key, letter.to_avro())
         except MessageSizeTooLargeError:  # a broker whose limit is below ours: keep the origin alone
             letter = letter.model_copy(update={
-                "key": None, "value": None, "error": f"{error[:1500]} [too large for the broker; read it at the origin]"})
+                "key": None, "value": None,
+                "error": f"{error[:1500]} [too large for the broker; read it at the origin]"})
             await self._produce(self.topic, record_key, letter.to_avro())
         DEAD_LETTERS.labels(stage, reason).inc()
         log.warning("dead letter", extra={"stage": stage, "reason": reason, "origin": f"{topic}[{partition}]@{offset}",

@@ -19,8 +19,8 @@ import faust
 from faust.types import AppT, EventT, Message, StreamT
 
 import milestone_stream.faust_compat as compat
-from milestone_stream.faust_compat.events import current
 from milestone_stream.deadletter import is_outage
+from milestone_stream.faust_compat.events import current
 from milestone_stream.observability import PROGRESS, RUNNING
 
 #: park(agent, message, exc): dead-letter an input whose processing raised
