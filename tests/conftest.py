@@ -13,8 +13,8 @@ import pytest
 
 from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.topics import TopicNames, ensure_topics
-from support.helpers import REPO
 
+from support.helpers import REPO
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -10,14 +10,14 @@ the stored form's one-letter keys, every other module reads the row through its 
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import NamedTuple
 
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now
 from milestone_stream.dates import iso_date
 from milestone_stream.ids import milestone_id
-from milestone_stream.schemas.records import CrmChange, Evidence, Milestone
 from milestone_stream.rules import Rules
+from milestone_stream.schemas.records import CrmChange, Evidence, Milestone
 
 ANNIVERSARY_DUE = "anniversary_due"  # a clock tick for this account, sent by the anniversary timer
 ONCE_EVER = {"implementation_signed_off_at": ("implementation_signed_off", "Implementation signed off")}
@@ -214,5 +214,5 @@ def _anniversaries(row: ProfileRow, change: CrmChange, rules: Rules, today: date
         when = anniversary_date(start, years)
         m = _milestone(change, "anniversary", "contract_start", when.isoformat(),
                        f"{years} year{'s' if years > 1 else ''} together", threshold=years, value=years)
-        out.append(m.model_copy(update={"reached_at": datetime.combine(when, time(), tzinfo=timezone.utc)}))
+        out.append(m.model_copy(update={"reached_at": datetime.combine(when, time(), tzinfo=UTC)}))
     return out

@@ -25,12 +25,12 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from milestone_stream.ids import milestone_id
-from milestone_stream.schemas.records import Evidence, Milestone, TelemetryEvent
 from milestone_stream.rules import Rules
+from milestone_stream.schemas.records import Evidence, Milestone, TelemetryEvent
 
 APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
 PARKED_KEPT = 256             # parked offsets a row remembers ...
@@ -232,7 +232,7 @@ def _spike(row: UsageRow, event: TelemetryEvent, rules: Rules) -> list[Milestone
     if w["f"] == w["s"] or w["p"] < spike.min_base or w["p"] <= 0 or w["m"] < spike.ratio * w["p"]:
         return []
     w["f"] = w["s"]
-    window = datetime.fromtimestamp(w["s"], tz=timezone.utc)
+    window = datetime.fromtimestamp(w["s"], tz=UTC)
     rise = (w["m"] / w["p"] - 1) * 100
     label = event.metric.replace("_", " ")
     return [Milestone(milestone_id=milestone_id(event.account_id, "adoption_spike", event.metric, window.date()),

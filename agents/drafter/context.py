@@ -16,16 +16,16 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from datetime import date, datetime, timezone
-from typing import NamedTuple, Union
+from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from milestone_stream.agents.detector.crm import PER_DATE, ProfileRow, Provenance
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.dates import iso_date
-from milestone_stream.schemas.records import Citation, Contact, Milestone
 from milestone_stream.rules import Rules
+from milestone_stream.schemas.records import Citation, Contact, Milestone
 
 EXECUTIVE_ROLES = ("executive_sponsor", "economic_buyer", "executive", "ceo", "cfo", "coo", "cto", "vp")
 DETECTOR = "milestone-stream"
@@ -45,7 +45,7 @@ SHOWN_LIMIT = 40      # an unreadable value quoted back to the CSM in a review n
 FORMATTED_TITLES = {"usage_threshold", "roi_threshold", "adoption_spike", "anniversary"}
 DATED_KINDS = {kind for kind, _ in PER_DATE.values()}   # "QBR completed on 2026-05-01"
 
-Figure = tuple[str, Union[float, str]]   # ("number", 10450.0), ("percent", 152.0), ("date", "2024-06-01")
+Figure = tuple[str, float | str]   # ("number", 10450.0), ("percent", 152.0), ("date", "2024-06-01")
 
 
 def clean_text(value, limit: int) -> str:
@@ -548,7 +548,7 @@ def _provenance(entry: Provenance | None, account_id: str, now: datetime) -> tup
         return "crm", clean_text(account_id, ACCOUNT_LIMIT), now
     when = entry.as_of
     return (clean_text(entry.source, LABEL_LIMIT) or "crm", clean_text(entry.record, LABEL_LIMIT) or account_id,
-            when if when.tzinfo else when.replace(tzinfo=timezone.utc))
+            when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 def _plausible(value, limit: float) -> bool:
@@ -576,7 +576,7 @@ def _span(first_last: tuple[float, float] | None) -> tuple[float, float] | None:
 
 def _epoch(ts) -> datetime | None:
     try:
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc)
+        return datetime.fromtimestamp(float(ts), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 

@@ -31,11 +31,11 @@ from datetime import datetime
 import anthropic
 from pydantic import ValidationError
 
-from milestone_stream.rules import Rules
-from milestone_stream.settings import DEFAULT_MODEL
 from milestone_stream.agents.drafter.context import Context
 from milestone_stream.agents.drafter.guard import guard
 from milestone_stream.agents.drafter.template import TEMPLATE, Note, headline, phrase, template_note
+from milestone_stream.rules import Rules
+from milestone_stream.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 

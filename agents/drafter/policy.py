@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from milestone_stream.schemas.records import Milestone
 from milestone_stream.agents.drafter.context import Context
+from milestone_stream.schemas.records import Milestone
 
 
 class CelebrationRow:

@@ -13,9 +13,9 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from milestone_stream.schemas.records import Milestone
-from milestone_stream.rules import Rules
 from milestone_stream.agents.drafter.context import LABEL_LIMIT, NAME_LIMIT, Context, clean_text, milestone_title
+from milestone_stream.rules import Rules
+from milestone_stream.schemas.records import Milestone
 
 TEMPLATE = "template"
 SUBJECT_LIMIT = 160

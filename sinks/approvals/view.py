@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -128,13 +128,13 @@ class ApprovalView:
         try:
             async with self._changed:
                 await asyncio.wait_for(self._changed.wait_for(lambda: approval_id in self.requests), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         return self.requests[approval_id]
 
     def status(self, approval_id: str, now: datetime | None = None) -> str:
         return status(self.requests[approval_id], self.decisions.get(approval_id), self.outcomes.get(approval_id, []),
-                      now or datetime.now(timezone.utc))
+                      now or datetime.now(UTC))
 
     def inbox(self, csm_email: str) -> list[ApprovalRequest]:
         """The CSM's requests, newest first."""

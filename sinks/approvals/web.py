@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -52,7 +52,7 @@ def problem(status: int, title: str, detail: str) -> web.Response:
 
 class ApprovalUI:
     def __init__(self, view: ApprovalView, signer: Signer, publish, *, trusted_header: str | None = None,
-                 secure_cookies: bool = False, clock=lambda: datetime.now(timezone.utc)) -> None:
+                 secure_cookies: bool = False, clock=lambda: datetime.now(UTC)) -> None:
         self.view, self.signer, self.publish = view, signer, publish
         self.trusted_header, self.secure_cookies, self.clock = trusted_header, secure_cookies, clock
         self._locks: dict[str, asyncio.Lock] = {}

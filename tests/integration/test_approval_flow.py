@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
@@ -21,9 +21,18 @@ from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, publish
 from support.messages_api import MODEL, MessagesAPI
-from support.stack import SECRET, ApprovalStack, SmtpServer, approval_request, csrf_in, links_in, outcomes, until_outcome
+from support.stack import (
+    SECRET,
+    ApprovalStack,
+    SmtpServer,
+    approval_request,
+    csrf_in,
+    links_in,
+    outcomes,
+    until_outcome,
+)
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def profile(account: str, contacts: list[Contact], **fields) -> CrmChange:

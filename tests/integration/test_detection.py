@@ -1,6 +1,6 @@
 """Milestone detection through a real worker process and a real broker."""
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,10 +9,8 @@ from milestone_stream.kafka_io import producer, read_topic, wait_for
 from milestone_stream.schemas.records import Contact, CrmChange, FieldChange, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
-from support.helpers import Worker, dead_letters, milestones, publish
-
 from support.events import T0, TIERS, ev
-
+from support.helpers import Worker, dead_letters, milestones, publish
 
 
 @pytest.fixture
@@ -53,7 +51,7 @@ async def test_bad_input_is_dead_lettered_and_the_stream_goes_on(kafka_bootstrap
     good = ev("ok", 1, 1000)
     bad = {
         "unknown_metric": ev("ok", 2, 5, metric="tweets"),
-        "future_timestamp": ev("ok", 3, 5, at=datetime.now(timezone.utc) + timedelta(days=30)),
+        "future_timestamp": ev("ok", 3, 5, at=datetime.now(UTC) + timedelta(days=30)),
         "invalid": TelemetryEvent.model_construct(**{**ev("ok", 4, 1).model_dump(), "value": -5.0}),
         "invalid_account": TelemetryEvent.model_construct(**{**ev("ok", 5, 1).model_dump(), "account_id": ""}),
     }

@@ -7,7 +7,7 @@ A milestone missing, one too many, or an account short or long fails the test.
 """
 import random
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from milestone_stream.agents.detector.usage import id_key
 from milestone_stream.ids import milestone_id
@@ -17,7 +17,7 @@ from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, dead_letters, final_totals, publish
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 TIERS = [500, 1000, 5000, 10000, 50000, 100000]
 ACCOUNTS, EVENTS = 2_000, 200_000
 # the workers' clock: the events (one a second from T0) are all within the dedupe horizon

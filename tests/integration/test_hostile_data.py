@@ -4,16 +4,16 @@ Each value here once crashed or stalled a stage: an account name with CR/LF or o
 characters, a blank contact name, `open_escalations: "many"` (the drafter, for good), a 1 MB
 account name (the whole worker, on the changelog write), `value: 1e308` (every tier at once).
 """
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from milestone_stream.kafka_io import producer, read_topic, wait_for
 from milestone_stream.dev.kafka_local import free_port
+from milestone_stream.kafka_io import producer, read_topic, wait_for
 from milestone_stream.schemas.records import ApprovalRequest, Contact, CrmChange, FieldChange, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, dead_letters, milestones, publish
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 CSM = {"csm_email": "sam@vendor.example", "csm_name": "Sam Rivera"}
 
 

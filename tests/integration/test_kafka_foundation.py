@@ -1,15 +1,14 @@
 """Against the real broker: codec round trip, dead letters for every bad-input case, the launcher."""
 import asyncio
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 
 from milestone_stream.deadletter import DeadLetters, decode_or_park
-from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.dev.kafka_local import LocalKafka, answers_metadata
+from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import DeadLetter, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def event(i: int, **kw) -> TelemetryEvent:

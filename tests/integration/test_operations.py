@@ -1,24 +1,23 @@
 """SRE tooling against the real broker: `milestones lag` and `milestones deadletter list | replay`."""
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import aiohttp
 from prometheus_client import generate_latest
 
-from milestone_stream.kafka_io import wait_for
 from milestone_stream.dev.kafka_local import free_port
+from milestone_stream.kafka_io import wait_for
 from milestone_stream.ops.lag import measure, product_groups
-from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.signing import Signer
+from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
 from milestone_stream.topics import ensure_topics
 
-from support.helpers import REPO
-from support.helpers import Worker, dead_letters, milestones, publish
 from support.events import ev
+from support.helpers import REPO, Worker, dead_letters, milestones, publish
 
 
 def every_metric_in_the_runbook_is_scraped(scrape: str) -> None:

@@ -9,19 +9,19 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.dev.kafka_local import free_port
+from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.schemas.records import ApprovalRequest, Contact, CrmChange, FieldChange, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
 from support.faults import MARK
 from support.helpers import Worker, dead_letters, final_totals, publish
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 ACCOUNTS = [f"a{i}" for i in range(8)] + ["mixed", "drafty"]
 
 

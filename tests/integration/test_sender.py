@@ -8,14 +8,23 @@ import sys
 import pytest
 from aiohttp import web
 
-from milestone_stream.kafka_io import producer, wait_for
 from milestone_stream.dev.kafka_local import free_port
+from milestone_stream.kafka_io import producer, wait_for
 from milestone_stream.schemas.records import Contact
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import publish
-from support.stack import (DOMAIN, SECRET, ApprovalStack, SmtpServer, approval_request, dead_letters, decision, outcomes,
-                   until_outcome)
+from support.stack import (
+    DOMAIN,
+    SECRET,
+    ApprovalStack,
+    SmtpServer,
+    approval_request,
+    dead_letters,
+    decision,
+    outcomes,
+    until_outcome,
+)
 
 
 async def publish_decisions(bootstrap, topics, *decisions):

@@ -7,18 +7,18 @@ changelog with 0 partitions (`PartitionsMismatch`) and their agents crashed at e
 """
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.dev.kafka_local import free_port
+from milestone_stream.kafka_io import read_topic, wait_for
 from milestone_stream.schemas.records import CrmChange, FieldChange, TelemetryEvent
 from milestone_stream.topics import TopicNames, ensure_topics
 
 from support.helpers import Worker, milestones, publish
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 async def probe(port: int, path: str) -> tuple[int, dict] | None:

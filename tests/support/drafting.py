@@ -1,13 +1,13 @@
 """Compiled-context fixtures for the drafting tests: a milestone and the detector rows behind it
 (in their stored form, `stored_rows`, and read as the drafter reads them, `rows`)."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.ids import milestone_id
 from milestone_stream.schemas.records import Evidence, Milestone
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = 86400
 
 

@@ -21,8 +21,8 @@ class InjectedFault(RuntimeError):
 def install() -> None:
     spec = dict(item.split("=", 1) for item in os.environ.get("TEST_FAULTS", "").split(",") if item)
     from milestone_stream import faust_compat
-    from milestone_stream.agents.drafter import agent as drafter
     from milestone_stream.agents.detector import crm, usage
+    from milestone_stream.agents.drafter import agent as drafter
 
     if "usage" in spec:
         apply_event = usage.apply_event

@@ -12,7 +12,6 @@ from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import DeadLetter, Milestone
 
-
 TESTS = Path(__file__).resolve().parent  # tests/support: faults.py is imported from here by a worker
 REPO = TESTS.parent.parent
 
@@ -36,7 +35,7 @@ class Worker:
             self.command = [sys.executable, "-c", "import sys, faults; faults.install(); "
                             "from milestone_stream.cli import main; sys.exit(main(['worker']))"]
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         self.process = subprocess.Popen(self.command, env=self.env, stdout=open(self.log, "ab"),
                                         stderr=subprocess.STDOUT)
         return self

@@ -35,15 +35,15 @@ class MessagesAPI:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()   # ends any stall, so that stop() need not wait it out
 
-    def then(self, kind: str, payload: object) -> "MessagesAPI":
+    def then(self, kind: str, payload: object) -> MessagesAPI:
         self.script.append((kind, payload))
         return self
 
-    def fail(self, status: int, headers: dict[str, str] | None = None) -> "MessagesAPI":
+    def fail(self, status: int, headers: dict[str, str] | None = None) -> MessagesAPI:
         """Answer the next request with this error status and these headers (instead of the default)."""
         return self.then("status", (status, headers))
 
-    async def start(self) -> "MessagesAPI":
+    async def start(self) -> MessagesAPI:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
         self._runner = web.AppRunner(app)

@@ -6,25 +6,32 @@ import asyncio
 import email
 import re
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.policy import default
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from milestone_stream.kafka_io import producer, read_topic, wait_for
 from milestone_stream.dev.kafka_local import free_port
 from milestone_stream.ids import stable_id
-from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, Citation, Contact, DeadLetter, EmailOutcome
+from milestone_stream.kafka_io import producer, read_topic, wait_for
+from milestone_stream.schemas.records import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Citation,
+    Contact,
+    DeadLetter,
+    EmailOutcome,
+)
 from milestone_stream.settings import Settings
 from milestone_stream.sinks.approvals.links import one_tap_links
-from milestone_stream.sinks.approvals.view import ApprovalView
-from milestone_stream.sinks.sender.outbox import Sender
 from milestone_stream.sinks.approvals.signing import Signer
-from milestone_stream.sinks.sender.smtp import SmtpConfig
+from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.sinks.sender.outbox import Sender
+from milestone_stream.sinks.sender.smtp import SmtpConfig
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 JANE = Contact(name="Jane Doe", email="jane@acme.example", role="executive_sponsor")
 
 
@@ -43,7 +50,7 @@ def approval_request(n: int, csm="sam.rivera@vendor.example", recipients=(JANE,)
 def decision(req: ApprovalRequest, what="send", **kw) -> ApprovalDecision:
     fields = dict(approval_id=req.approval_id, decision=what, csm_email=req.csm_email, account_id=req.account_id,
                   subject=req.subject, body_text=req.body_text, body_html=req.body_html,
-                  recipients=list(req.recipients), decided_at=datetime.now(timezone.utc))
+                  recipients=list(req.recipients), decided_at=datetime.now(UTC))
     return ApprovalDecision(**{**fields, **kw})
 
 
@@ -86,7 +93,7 @@ class SmtpServer:
         self.mailbox = Mailbox()
         self._controller: Controller | None = None
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         self._controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
         self._controller.start()
         return self
@@ -119,7 +126,7 @@ class ApprovalStack:
                              retry_seconds=retry_seconds, backoff=backoff, webhook=webhook)
         self._stop = asyncio.Event()
 
-    async def __aenter__(self) -> "ApprovalStack":
+    async def __aenter__(self) -> ApprovalStack:
         self.view = ApprovalView(self.bootstrap, self.topics)
         await self.view.start()
         self._producer_cm = producer(self.bootstrap)

@@ -1,6 +1,6 @@
 """The adapters' mapping rules, without a broker: Segment Spec and Salesforce CDC payloads in, records out."""
 import copy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from milestone_stream.schemas.records import CrmChange, FieldChange, Origin, Res
 from support.payloads import ACCOUNT_CHANGE_EVENT_SCHEMA, cdc, config, group, track
 
 ORIGIN = Origin(topic="segment.events", partition=2, offset=41)
-KAFKA_TIME = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+KAFKA_TIME = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SEG, CDC = config().segment, config().salesforce_cdc
 
 
@@ -39,14 +39,14 @@ def test_a_numeric_property_is_the_value_and_must_be_a_number():
 
 def test_device_clock_skew_is_corrected_from_sent_at_and_received_at():
     # sent 5 s after it happened (device clock), received at 09:00:06.5 (Segment's clock): it happened at 09:00:01.5
-    assert seg(track("m", "a")).occurred_at == datetime(2026, 6, 1, 9, 0, 1, 500000, tzinfo=timezone.utc)
+    assert seg(track("m", "a")).occurred_at == datetime(2026, 6, 1, 9, 0, 1, 500000, tzinfo=UTC)
     # a device clock a day slow: the event still lands when it happened by the server's clock
     slow = track("m", "a", timestamp="2026-05-31T09:00:00Z", sentAt="2026-05-31T09:00:02Z",
                  receivedAt="2026-06-01T09:00:03Z")
-    assert seg(slow).occurred_at == datetime(2026, 6, 1, 9, 0, 1, tzinfo=timezone.utc)
+    assert seg(slow).occurred_at == datetime(2026, 6, 1, 9, 0, 1, tzinfo=UTC)
     # Segment already corrected `timestamp` when `originalTimestamp` is present
     assert seg(track("m", "a", originalTimestamp="2026-05-31T09:00:00Z")).occurred_at == \
-        datetime(2026, 6, 1, 9, 0, tzinfo=timezone.utc)
+        datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
     bare = {k: v for k, v in track("m", "a").items() if k not in ("timestamp", "sentAt", "receivedAt")}
     assert seg(bare).occurred_at == KAFKA_TIME
     with pytest.raises(Rejected, match="ISO-8601"):
@@ -96,7 +96,7 @@ def test_update_maps_only_changed_fields_and_nulled_fields_become_null():
     [change] = sf(event)
     assert change.account_id == "001xx000003DGb2AAG"
     assert fields(change) == {"roi_percent": 152.5, "industry": None}  # Name is null but unchanged: untouched
-    assert change.occurred_at == datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
+    assert change.occurred_at == datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
     assert change.change_id == "sfcdc:0002343d-9d90-e395-ed20-cf416ba652ad:1:001xx000003DGb2AAG"
     assert change.source == "salesforce" and change.source_record == "Account 001xx000003DGb2AAG"
 

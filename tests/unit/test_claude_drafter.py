@@ -7,14 +7,14 @@ import typing
 import anthropic
 import pytest
 
+from milestone_stream.agents.drafter.context import compile_context
+from milestone_stream.agents.drafter.model import Drafter, deprecated_models
+from milestone_stream.agents.drafter.template import template_note
 from milestone_stream.rules import Rules
 from milestone_stream.settings import DEFAULT_MODEL, Settings
-from milestone_stream.agents.drafter.model import Drafter, deprecated_models
-from milestone_stream.agents.drafter.context import compile_context
-from milestone_stream.agents.drafter.template import template_note
 
-from support.messages_api import MODEL, MessagesAPI
 from support.drafting import NOW, rows, usage_milestone
+from support.messages_api import MODEL, MessagesAPI
 
 GOOD = {"subject": "10,000 touchpoints with clients — congratulations, Acme Corp!",
         "paragraphs": ["Your team just reached 10,000 touchpoints with clients, with 152% ROI reported.",

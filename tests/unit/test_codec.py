@@ -1,18 +1,29 @@
 """The Avro contracts and single-object encoding (pure logic, no broker)."""
 import io
 import typing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from milestone_stream import schemas
-from milestone_stream.schemas.codec import (MARKER, CorruptBody, UnknownFingerprint, WrongMarker, codec,
-                                    schema_fingerprint)
-from milestone_stream.schemas.records import (RECORD_TYPES, ApprovalDecision, ApprovalRequest, EmailOutcome,
-                                              TelemetryEvent)
+from milestone_stream.schemas.codec import (
+    MARKER,
+    CorruptBody,
+    UnknownFingerprint,
+    WrongMarker,
+    codec,
+    schema_fingerprint,
+)
+from milestone_stream.schemas.records import (
+    RECORD_TYPES,
+    ApprovalDecision,
+    ApprovalRequest,
+    EmailOutcome,
+    TelemetryEvent,
+)
 
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def event(**kw):

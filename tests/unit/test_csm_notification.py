@@ -1,6 +1,6 @@
 """The CSM's notification names the milestones a request celebrates: from the titles the request
 carries (v3 of its contract), or, for a request written before, from its citations (pure logic)."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
 from milestone_stream.rules import Rules
@@ -9,7 +9,7 @@ from milestone_stream.sinks.sender import mail
 
 from support.stack import approval_request
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LINKS = {"send": "http://ui/t/s", "edit": "http://ui/t/e", "dont_send": "http://ui/t/d"}
 
 

@@ -1,5 +1,5 @@
 """Dates and instants read from text (pure logic)."""
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -24,9 +24,9 @@ def test_text_that_does_not_start_with_a_date_is_none(text):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("2026-06-01T12:00:00Z", datetime(2026, 6, 1, 12, tzinfo=timezone.utc)),
-    ("2026-06-01T12:00:00", datetime(2026, 6, 1, 12, tzinfo=timezone.utc)),    # no zone means UTC
-    ("2026-06-01", datetime(2026, 6, 1, tzinfo=timezone.utc)),
+    ("2026-06-01T12:00:00Z", datetime(2026, 6, 1, 12, tzinfo=UTC)),
+    ("2026-06-01T12:00:00", datetime(2026, 6, 1, 12, tzinfo=UTC)),    # no zone means UTC
+    ("2026-06-01", datetime(2026, 6, 1, tzinfo=UTC)),
 ])
 def test_an_instant_without_a_zone_is_utc(text, expected):
     assert iso_instant(text) == expected and iso_instant(text).utcoffset() == timedelta(0)

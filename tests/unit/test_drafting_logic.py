@@ -4,17 +4,16 @@ from datetime import timedelta
 
 import pytest
 
-from milestone_stream.schemas.records import Milestone
-from milestone_stream.rules import Drafting, Rules
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import policy
 from milestone_stream.agents.drafter.context import compile_context, numbers_in
 from milestone_stream.agents.drafter.guard import guard
 from milestone_stream.agents.drafter.template import Note, render, template_note
+from milestone_stream.rules import Drafting, Rules
+from milestone_stream.schemas.records import Milestone
 
 from support.drafting import DAY, NOW, rows, stored_rows, usage_milestone
-
 
 
 def test_numbers_in_reads_figures_as_written():

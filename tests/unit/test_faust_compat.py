@@ -25,6 +25,7 @@ from packaging.specifiers import SpecifierSet
 from milestone_stream import faust_compat
 from milestone_stream.faust_compat import consumer as compat_consumer
 from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES, Private
+
 from support.helpers import REPO
 
 

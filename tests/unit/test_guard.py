@@ -2,12 +2,12 @@
 that must still pass beside it. Pure functions over a compiled context; no broker."""
 import pytest
 
-from milestone_stream.ids import milestone_id
-from milestone_stream.schemas.records import Evidence, Milestone
-from milestone_stream.rules import Drafting, Rules
 from milestone_stream.agents.drafter.context import clean_text, compile_context, figures_in, fold
 from milestone_stream.agents.drafter.guard import find_link, guard
 from milestone_stream.agents.drafter.template import Note, render, template_note
+from milestone_stream.ids import milestone_id
+from milestone_stream.rules import Drafting, Rules
+from milestone_stream.schemas.records import Evidence, Milestone
 
 from support.drafting import NOW, rows, usage_milestone
 

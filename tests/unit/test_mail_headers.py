@@ -3,7 +3,7 @@ to SMTP (policy SMTP) and parsed back as a receiver would (policy default). Why:
 CRM or CSM data, and Python's own header folder can turn a hostile name into addresses (or drop a
 recipient), so the only proof that counts is what the bytes say."""
 import email
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.policy import SMTP, default
 
 import pytest
@@ -79,7 +79,7 @@ def test_with_a_configured_sender_from_and_reply_to_are_one_address_each(name):
 @pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
 def test_the_csm_notification_goes_to_the_csm_only(name):
     req = approval_request(3, recipients=[contact(name, "jane@acme.example")], csm_name=name)
-    out = mail.notification(req, LINKS, "milestones.test", None, datetime.now(timezone.utc))
+    out = mail.notification(req, LINKS, "milestones.test", None, datetime.now(UTC))
     back = parsed(out)
     assert specs(back["From"]) == [CSM] and specs(back["To"]) == [CSM]
     assert (out.sender, out.recipients) == (CSM, [CSM])
@@ -122,7 +122,7 @@ def test_an_address_that_is_not_exactly_one_plain_addr_spec_is_refused(bad):
     with pytest.raises(HeaderInjection):
         mail.customer_email(decision(approval_request(6), csm_email=bad), "Sam", "milestones.test", None)
     with pytest.raises(HeaderInjection):
-        mail.notification(approval_request(6, csm=bad), LINKS, "milestones.test", None, datetime.now(timezone.utc))
+        mail.notification(approval_request(6, csm=bad), LINKS, "milestones.test", None, datetime.now(UTC))
 
 
 def test_plain_addresses_are_accepted_unchanged():

@@ -17,13 +17,14 @@ from types import SimpleNamespace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support.stack import approval_request, csrf_in, decision
 
 from milestone_stream.agents.drafter.template import html_body, html_from_text
 from milestone_stream.schemas.records import Citation, Contact, EmailOutcome
 from milestone_stream.sinks.approvals import view as approval_view
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.web import CSP, ApprovalUI
+
+from support.stack import approval_request, csrf_in, decision
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 CSM = "sam.rivera@vendor.example"

@@ -6,7 +6,7 @@ one-letter keys, in the same order, as the dict rows did — the expected bytes 
 by the dict implementation they replace — and must read the older forms still in changelogs.
 """
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from faust.serializers import codecs
 
@@ -26,7 +26,7 @@ from milestone_stream.schemas.records import (
     TelemetryEvent,
 )
 
-AT = datetime(2026, 6, 1, tzinfo=timezone.utc)
+AT = datetime(2026, 6, 1, tzinfo=UTC)
 RULES = Rules(spike={"metric": "active_users", "window_days": 7, "ratio": 1.5, "min_base": 20},
               gauges=["active_users"])
 

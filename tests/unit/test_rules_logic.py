@@ -1,13 +1,13 @@
 """Pure logic: rules validation, anniversaries, spikes, settings (no broker)."""
 import itertools
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from milestone_stream.agents.detector import usage
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now, next_due
-from milestone_stream.schemas.records import TelemetryEvent
 from milestone_stream.rules import Rules
+from milestone_stream.schemas.records import TelemetryEvent
 from milestone_stream.settings import ConfigError, Settings
 
 
@@ -56,8 +56,8 @@ def ev(value, at, metric="active_users"):
 def test_spike_fires_once_per_window_above_the_minimum_base():
     rules = Rules()
     row, week = usage.UsageRow(), timedelta(days=7)
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=timezone.utc)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=UTC)
     offset = iter(range(100))
     seen = Ids()
     step = lambda v, at: apply(row, ev(v, at), next(offset), rules, seen)[1]
@@ -72,7 +72,7 @@ def test_spike_fires_once_per_window_above_the_minimum_base():
 def test_tiers_fire_in_order_and_replays_are_skipped():
     rules = Rules()
     row = usage.UsageRow()
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     status, fired = apply(row, ev(12000, at, "emails_sent"), 5, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [500, 1000, 5000, 10000]
     assert apply(row, ev(1, at, "emails_sent"), 5, rules) == (usage.REPLAYED, [])
@@ -86,7 +86,7 @@ def test_tiers_fire_in_order_and_replays_are_skipped():
 ])
 def test_tier_boundaries(steps, fired):
     rules, row = Rules(), usage.UsageRow()
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     got = [m.threshold for i, v in enumerate(steps)
            for m in apply(row, ev(v, at, "emails_sent"), i, rules)[1]]
     assert got == fired
@@ -120,7 +120,7 @@ def test_a_late_older_crm_value_does_not_overwrite_a_newer_one_nor_fire():
 
     def change(n, minute, **fields):
         return CrmChange(change_id=f"c{n}", account_id="acme", source="salesforce", source_record="001A",
-                         occurred_at=datetime(2026, 6, 1, 9, minute, tzinfo=timezone.utc),
+                         occurred_at=datetime(2026, 6, 1, 9, minute, tzinfo=UTC),
                          changes=[FieldChange(field=k, value=v) for k, v in fields.items()])
 
     row, rules, today = crm.ProfileRow(), Rules(), date(2026, 6, 1)
@@ -138,11 +138,11 @@ def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
     stored = usage.UsageRow()
     rules = Rules()
     apply(stored, TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600,
-                                 occurred_at=datetime(2026, 6, 1, tzinfo=timezone.utc), source="t"), 0, rules)
+                                 occurred_at=datetime(2026, 6, 1, tzinfo=UTC), source="t"), 0, rules)
     snapshot = repr(stored)
     work = stored.copy()
     status, fired = apply(work, TelemetryEvent(event_id="e2", account_id="a", metric="emails_sent", value=500,
-                                               occurred_at=datetime(2026, 6, 2, tzinfo=timezone.utc), source="t"),
+                                               occurred_at=datetime(2026, 6, 2, tzinfo=UTC), source="t"),
                           1, rules)
     assert status == usage.APPLIED and [m.threshold for m in fired] == [1000]
     assert repr(stored) == snapshot and work.total("emails_sent") == 1100
@@ -150,7 +150,7 @@ def test_a_working_copy_of_a_row_leaves_the_stored_row_untouched():
 
 def test_duplicates_are_exact_within_the_horizon_however_many_events_came_between():
     rules, seen, row = Rules(), Ids(), usage.UsageRow()
-    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
 
     def send(event_id, offset, now=at + timedelta(days=1)):
         event = TelemetryEvent(event_id=event_id, account_id="a", metric="emails_sent", value=1, occurred_at=at,
@@ -170,7 +170,7 @@ def test_duplicates_are_exact_within_the_horizon_however_many_events_came_betwee
 
 def test_an_id_written_before_a_crash_lost_the_row_is_this_event_replayed_not_a_duplicate():
     """The id entry and the row are two changelog writes: either may survive a crash alone."""
-    rules, at = Rules(), datetime(2026, 6, 1, tzinfo=timezone.utc)
+    rules, at = Rules(), datetime(2026, 6, 1, tzinfo=UTC)
     event = TelemetryEvent(event_id="e1", account_id="a", metric="emails_sent", value=600, occurred_at=at, source="t")
     seen = Ids()
     usage.apply_event(usage.UsageRow(), event, 7, rules, seen, at)  # the id was written, the row was not
@@ -191,7 +191,7 @@ def test_rows_of_the_recent_ids_format_are_read_and_lose_the_old_list():
 
 def test_values_above_the_configured_bound_are_refused():
     rules = Rules.model_validate({"max_event_value": 1000})
-    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
     big = TelemetryEvent(event_id="e", account_id="a", metric="emails_sent", value=1e308, occurred_at=at, source="t")
     assert usage.rejection(big, rules, at)[0] == "value_out_of_range"
     assert usage.rejection(big.model_copy(update={"value": 1000.0}), rules, at) is None
@@ -204,7 +204,7 @@ def test_a_parked_event_keeps_its_id_free_for_the_replay_of_its_dead_letter():
     """A parked event (a rule raised, or beyond the horizon) was never counted: read again after a
     crash it must not be taken for an applied one, and its replay at a new offset counts once."""
     rules, seen, row = Rules(), Ids(), usage.UsageRow()
-    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
     poison = TelemetryEvent(event_id="p", account_id="a", metric="emails_sent", value=600, occurred_at=at, source="t")
     good = poison.model_copy(update={"event_id": "g", "value": 1.0})
     row.mark_parked(10)  # the agent parked the event at offset 10
@@ -221,7 +221,7 @@ def test_a_parked_event_keeps_its_id_free_for_the_replay_of_its_dead_letter():
 
 def test_an_adapters_re_published_copy_is_a_duplicate_by_its_event_id():
     rules, seen, row = Rules(), Ids(), usage.UsageRow()
-    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
     first = TelemetryEvent(event_id="msg-1", account_id="a", metric="emails_sent", value=5, occurred_at=at,
                            source="segment", origin={"topic": "segment.events", "partition": 0, "offset": 7})
     assert apply(row, first, 1, rules, seen)[0] == usage.APPLIED
@@ -233,7 +233,7 @@ def test_crm_values_that_are_no_count_or_no_date_mark_no_milestone():
     from milestone_stream.agents.detector import crm
     from milestone_stream.schemas.records import CrmChange, FieldChange
 
-    at = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
 
     def marks(field, value):
         change = CrmChange(change_id=f"c-{field}-{value}", account_id="a", source="crm", occurred_at=at,
