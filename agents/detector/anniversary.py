@@ -20,7 +20,8 @@ def next_due(start: date, years: list[int], fired: set[int]) -> tuple[date, int]
     return (anniversary_date(start, pending[0]), pending[0]) if pending else None
 
 
-def due_now(start: date, years: list[int], fired: set[int], today: date, grace_days: int = 7) -> tuple[list[int], list[int]]:
+def due_now(start: date, years: list[int], fired: set[int], today: date,
+            grace_days: int = 7) -> tuple[list[int], list[int]]:
     """(years to celebrate, years too old to celebrate) as of `today`.
 
     Only anniversaries within `grace_days` of `today` are celebrated: a contract start backfilled

@@ -153,7 +153,8 @@ def apply_change(row: ProfileRow, change: CrmChange, origin: tuple[str, int], ru
         else:
             row.fields[fc.field] = fc.value
         # kept for a cleared field too, so that an older value arriving late cannot bring it back
-        provenance[fc.field] = [change.source, change.source_record or change.account_id, change.occurred_at.isoformat()]
+        provenance[fc.field] = [change.source, change.source_record or change.account_id,
+                                change.occurred_at.isoformat()]
         fired += _marks(row, change, fc.field, before, fc.value, rules)
     return [m for m in fired if _first_time(row, m)]
 
@@ -167,7 +168,8 @@ def _first_time(row: ProfileRow, m: Milestone) -> bool:
 
 def _milestone(change: CrmChange, kind: str, metric: str | None, key, title: str,
                threshold: float | None = None, value: float | None = None) -> Milestone:
-    record = f"{change.source_record or change.account_id} field {metric}" if metric else (change.source_record or change.account_id)
+    source_record = change.source_record or change.account_id
+    record = f"{source_record} field {metric}" if metric else source_record
     return Milestone(milestone_id=milestone_id(change.account_id, kind, metric, key), account_id=change.account_id,
                      kind=kind, metric=metric, threshold=threshold, value=value, title=title,
                      reached_at=change.occurred_at,

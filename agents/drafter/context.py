@@ -201,8 +201,8 @@ _LOOKALIKES = str.maketrans({
     **dict.fromkeys("\ua789\u2236\u02d0\u02f8\u0589\u05c3\u16ec\ufe13\ufe55", ":"),
     **dict.fromkeys("\u066a\u2052", "%"),
     # Cyrillic and Greek letters that read as Latin ones ("twо million" with a Cyrillic о)
-    **dict(zip("аеорсухіјѕԁһӏԛԝοαερυχικντ", "aeopcyxijsdhlqwoaepuxikvt")),
-    **dict(zip("АВЕКМНОРСТХІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "abekmhopctxijsabezhikmnoptyx")),
+    **dict(zip("аеорсухіјѕԁһӏԛԝοαερυχικντ", "aeopcyxijsdhlqwoaepuxikvt", strict=True)),
+    **dict(zip("АВЕКМНОРСТХІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "abekmhopctxijsabezhikmnoptyx", strict=True)),
 })
 
 
@@ -399,8 +399,9 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
 
     def crm_fact(label: str, field: str, figure: str, numbers: tuple[Figure, ...] | None = None) -> Fact:
         source, record, when = _provenance(profile_row.provenance(field), account_id, now)
-        return Fact(label=label, figure=figure, source=source, record=f"{record} field {clean_text(field, LABEL_LIMIT)}",
-                    as_of=when, numbers=_stated(figure) if numbers is None else numbers)
+        return Fact(label=label, figure=figure, source=source,
+                    record=f"{record} field {clean_text(field, LABEL_LIMIT)}", as_of=when,
+                    numbers=_stated(figure) if numbers is None else numbers)
 
     facts = [f for m in milestones for f in _milestone_facts(m)]
     contacts = _contacts(profile_row.contacts, notes)
@@ -409,7 +410,8 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
         if figure is None:
             notes.append(f"usage: unreadable lifetime total {_shown(total)} for {clean_text(metric, LABEL_LIMIT)!r}")
             continue
-        label = rules.usage[metric].label if metric in rules.usage and rules.usage[metric].label else str(metric).replace("_", " ")
+        label = (rules.usage[metric].label if metric in rules.usage and rules.usage[metric].label
+                 else str(metric).replace("_", " "))
         first_last = _span(usage_row.first_last(metric))
         facts.append(Fact(label=f"lifetime {clean_text(label, LABEL_LIMIT)}", figure=figure,
                           source=f"{DETECTOR} usage table",

@@ -196,7 +196,7 @@ def retry_wait(exc: anthropic.APIError, attempt: int) -> tuple[float, bool]:
             asked = email.utils.mktime_tz(when) - time.time() if when else None
     if asked is not None and asked > 0:
         return asked, True
-    return min(0.5 * 2.0 ** attempt, 8.0) * (1 - 0.25 * random.random()), False
+    return min(0.5 * 2.0 ** attempt, 8.0) * (1 - 0.25 * random.random()), False  # noqa: S311 (jitter, not a secret)
 
 
 def status_of(exc: anthropic.APIError) -> str:

@@ -92,11 +92,11 @@ def template_note(ctx: Context, rules: Rules) -> Note:
         paragraphs.append(f"{sentence[0].upper()}{sentence[1:]}. It is a pleasure to see what you achieve with it.")
     usage_metric = next((m.metric for m in ctx.milestones if m.kind == "usage_threshold"), None)
     if rules.drafting.close_with == "pace" and ctx.pace and usage_metric:
-        paragraphs.append(f"At your current pace you will reach "
-                          f"{ctx.pace.figure.replace(' in about', ' ' + phrase(usage_metric, ctx, rules) + ' in about')}"
-                          f" — we would love to help you get there.")
+        reach = ctx.pace.figure.replace(" in about", " " + phrase(usage_metric, ctx, rules) + " in about")
+        paragraphs.append(f"At your current pace you will reach {reach} — we would love to help you get there.")
     elif rules.drafting.close_with == "advocacy" and rules.drafting.advocacy_link:
-        paragraphs.append("If our work together has helped, would you consider sharing your experience in a short review?")
+        paragraphs.append("If our work together has helped, "
+                          "would you consider sharing your experience in a short review?")
     subject = f"Congratulations, {ctx.account_name}: {joined}"
     if len(subject) > SUBJECT_LIMIT:   # never cut inside a name or a figure
         subject = f"Congratulations, {ctx.account_name}!"

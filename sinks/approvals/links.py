@@ -16,8 +16,11 @@ def one_tap_links(settings: Settings, signer: Signer) -> Callable[[ApprovalReque
     """approval request → {action: URL}; each link bound to the approval, its CSM and one action."""
     def links(request: ApprovalRequest) -> dict[str, str]:
         expires = request.expires_at.timestamp()
-        return {action: f"{settings.ui_url}/t/{signer.link_token(request.approval_id, request.csm_email, action, expires)}"
-                for action in ACTIONS}
+        out = {}
+        for action in ACTIONS:
+            token = signer.link_token(request.approval_id, request.csm_email, action, expires)
+            out[action] = f"{settings.ui_url}/t/{token}"
+        return out
     return links
 
 

@@ -78,7 +78,8 @@ class Signer:
 
     def link_token(self, approval_id: str, csm_email: str, action: str, expires_at: float) -> str:
         """A one-tap link: bound to one approval, one CSM and one action."""
-        assert action in ACTIONS
+        if action not in ACTIONS:  # a programming error, checked under python -O too
+            raise ValueError(f"unknown link action {action!r}")
         return self.sign("link", {"a": approval_id, "c": csm_email, "x": action}, expires_at)
 
     def session(self, csm_email: str, ttl: float = 12 * 3600) -> str:

@@ -178,8 +178,9 @@ class ApprovalUI:
     def decision(self, a: ApprovalRequest, csm: str, action: str, form) -> ApprovalDecision:
         now = self.clock()
         if action == "dont_send":
-            return ApprovalDecision(approval_id=a.approval_id, decision="dont_send", csm_email=csm, account_id=a.account_id,
-                                    reason=str(form.get("reason", "")).strip()[:300] or None, decided_at=now)
+            return ApprovalDecision(approval_id=a.approval_id, decision="dont_send", csm_email=csm,
+                                    account_id=a.account_id, reason=str(form.get("reason", "")).strip()[:300] or None,
+                                    decided_at=now)
         subject, body = str(form.get("subject") or a.subject), form.get("body_text")
         if "\r" in subject or "\n" in subject or not subject.strip():
             raise ValueError("The subject must be one non-empty line.")
@@ -214,7 +215,8 @@ class ApprovalMetrics:
         pending = GaugeMetricFamily("milestones_approvals", "Approval requests by status", labels=["status"])
         for status in ("pending", "expired", "sending", "sent", "not sent", "failed", "unknown"):
             pending.add_metric([status], statuses.get(status, 0))
-        decisions = CounterMetricFamily("milestones_decisions", "CSM decisions (first per approval)", labels=["decision"])
+        decisions = CounterMetricFamily("milestones_decisions", "CSM decisions (first per approval)",
+                                        labels=["decision"])
         by_decision = Counter(d.decision for d in list(self.view.decisions.values()))
         for decision in ("send", "dont_send"):
             decisions.add_metric([decision], by_decision.get(decision, 0))

@@ -85,7 +85,8 @@ async def test_segment_and_salesforce_cdc_payloads_become_telemetry_crm_changes_
         assert sorted(c.account_id for c in crm) == ["001A", "001A", "001A", "001A", "001B", "001C", "001C"]
         assert all(c.origin and c.origin.topic in (cdc_topic, segment_topic) for c in crm)
         telemetry = records(await read_topic(kafka_bootstrap, topics.telemetry), TelemetryEvent)
-        assert len(telemetry) == 1100 and len({t.event_id for t in telemetry}) == 1000  # duplicates passed on, counted once
+        # duplicates passed on, counted once
+        assert len(telemetry) == 1100 and len({t.event_id for t in telemetry}) == 1000
 
         resync = records(await read_topic(kafka_bootstrap, topics.resync), ResyncNeeded)
         assert sorted((r.change_type, tuple(r.record_ids)) for r in resync) == [
@@ -123,7 +124,8 @@ async def test_an_adapter_killed_mid_stream_republishes_and_nothing_counts_twice
         got = await milestones(kafka_bootstrap, topics.milestones)
         assert {m.milestone_id for m in got} == {milestone_id(a, "usage_threshold", "emails_sent", t)
                                                  for a in accounts for t in (500, 1000)}
-        assert all(len({m.model_dump_json() for m in got if m.milestone_id == i}) == 1 for i in {m.milestone_id for m in got})
+        assert all(len({m.model_dump_json() for m in got if m.milestone_id == i}) == 1
+                   for i in {m.milestone_id for m in got})
     finally:
         assert worker.stop() == 0, f"worker did not exit cleanly; log: {worker.log}"
 

@@ -58,7 +58,8 @@ async def messages_api():
 
 
 async def requests_on(bootstrap, topics) -> list[ApprovalRequest]:
-    return [ApprovalRequest.from_avro(r.value) for r in await read_topic(bootstrap, topics.approval_requests, idle_ms=500)]
+    return [ApprovalRequest.from_avro(r.value)
+            for r in await read_topic(bootstrap, topics.approval_requests, idle_ms=500)]
 
 
 async def test_milestone_to_exactly_one_email_through_a_one_tap_link(kafka_bootstrap, topics, tmp_path, messages_api):
@@ -113,7 +114,8 @@ async def test_milestone_to_exactly_one_email_through_a_one_tap_link(kafka_boots
                 async with browser.get(links["Send email"]) as replay:  # the link, tapped again
                     assert replay.status == 409 and "chose to send" in await replay.text()
         [sent] = smtp.mailbox.customer_emails()
-        assert sent["To"] == "Jane Doe <jane@acme.example>" and sent["From"] == "Samantha Rivera <sam.rivera@vendor.example>"  # the CRM's name
+        assert sent["To"] == "Jane Doe <jane@acme.example>"
+        assert sent["From"] == "Samantha Rivera <sam.rivera@vendor.example>"  # the CRM's name
         assert sent["Message-ID"] == f"<{request.approval_id}@milestones.test>"
         assert sent["Subject"] == "Congratulations on 10,000 touchpoints with clients"
         assert [o.outcome for o in await outcomes(kafka_bootstrap, topics)] == ["attempting", "sent"]
@@ -135,11 +137,13 @@ async def test_forged_expired_foreign_and_csrf_less_requests_get_4xx_and_send_no
             good = s.link_token(mine.approval_id, mine.csm_email, "send", (NOW + timedelta(days=1)).timestamp())
             body, mac = good.split(".")
             claims = json.loads(base64.urlsafe_b64decode(body + "=="))
-            forged_body = base64.urlsafe_b64encode(json.dumps({**claims, "a": theirs.approval_id}).encode()).rstrip(b"=").decode()
+            forged = json.dumps({**claims, "a": theirs.approval_id}).encode()
+            forged_body = base64.urlsafe_b64encode(forged).rstrip(b"=").decode()
             cases = {
                 "forged signature": (f"{body}.{mac[:-2]}xx", 403),
                 "claims edited": (f"{forged_body}.{mac}", 403),
-                "expired": (s.link_token(mine.approval_id, mine.csm_email, "send", (NOW - timedelta(minutes=1)).timestamp()), 410),
+                "expired": (s.link_token(mine.approval_id, mine.csm_email, "send",
+                                         (NOW - timedelta(minutes=1)).timestamp()), 410),
                 "session token as link": (s.session(mine.csm_email), 403),
             }
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
@@ -155,8 +159,9 @@ async def test_forged_expired_foreign_and_csrf_less_requests_get_4xx_and_send_no
                     assert r.status == 404, "a CSM saw another CSM's request"
                 async with browser.post(f"{stack.url}/r/{mine.approval_id}/decide", data={"action": "send"}) as r:
                     assert r.status == 403  # no CSRF token
+                other_csrf = s.csrf("another-session", mine.approval_id)
                 async with browser.post(f"{stack.url}/r/{mine.approval_id}/decide",
-                                        data={"action": "send", "csrf": s.csrf("another-session", mine.approval_id)}) as r:
+                                        data={"action": "send", "csrf": other_csrf}) as r:
                     assert r.status == 403  # a CSRF token from another session
                 async with browser.get(f"{stack.url}/") as r:
                     inbox = await r.text()
@@ -261,14 +266,16 @@ async def test_the_recipient_form_takes_one_plain_address_and_a_cleaned_name(kaf
         async with ApprovalStack(kafka_bootstrap, topics, smtp.port) as stack:
             await publish(kafka_bootstrap, topics.approval_requests, [req])
             await wait_for(lambda: req.approval_id in stack.view.requests, 30, what="the UI to see the request")
-            edit = stack.signer.link_token(req.approval_id, req.csm_email, "edit", (NOW + timedelta(days=1)).timestamp())
+            edit = stack.signer.link_token(req.approval_id, req.csm_email, "edit",
+                                           (NOW + timedelta(days=1)).timestamp())
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
                 async with browser.get(f"{stack.url}/t/{edit}") as r:  # signs in, then the edit page
                     assert r.status == 200 and "Recipient email" in (page := await r.text())
                 form = {"csrf": csrf_in(page), "action": "send", "subject": req.subject, "body_text": req.body_text}
                 decide = f"{stack.url}/r/{req.approval_id}/decide"
                 for email in ("Jane <jane@acme.example>", "jane@acme.example, evil@attacker.example",
-                              "jane@acme.example\r\nBcc: evil@attacker.example", "jane@acme.example; evil@attacker.example",
+                              "jane@acme.example\r\nBcc: evil@attacker.example",
+                              "jane@acme.example; evil@attacker.example",
                               '"evil@attacker.example" <jane@acme.example>', "jäne@acme.example", "jane", ""):
                     async with browser.post(decide, data={**form, "recipient_name": "Jane Doe",
                                                           "recipient_email": email}) as r:
@@ -277,15 +284,16 @@ async def test_the_recipient_form_takes_one_plain_address_and_a_cleaned_name(kaf
                                                       "recipient_email": "jane@acme.example"}) as r:
                     assert r.status == 400  # nothing of the name is left once cleaned
                 assert stack.view.decisions == {}
+                hostile_name = "Björn <evil@attacker.example>,\r\nBcc: x@y"
                 async with browser.post(decide, data={**form, "recipient_email": " bjorn@acme.example ",
-                                                      "recipient_name": "Björn <evil@attacker.example>,\r\nBcc: x@y"}) as r:
+                                                      "recipient_name": hostile_name}) as r:
                     assert r.status == 200 and str(r.url).endswith(f"/r/{req.approval_id}")
             await until_outcome(kafka_bootstrap, topics, req.approval_id, "sent")
             [chosen] = stack.view.decisions[req.approval_id].recipients
             assert (chosen.name, chosen.email) == ("Björn <evil@attacker.example>, Bcc: x@y", "bjorn@acme.example")
     finally:
         smtp.stop()
-    [(message, envelope)] = [(m, env) for m, env in zip(smtp.mailbox.received, smtp.mailbox.envelopes)
+    [(message, envelope)] = [(m, env) for m, env in zip(smtp.mailbox.received, smtp.mailbox.envelopes, strict=True)
                              if m in smtp.mailbox.customer_emails()]
     assert envelope == (req.csm_email, ["bjorn@acme.example"])
     [to] = message["To"].addresses

@@ -82,7 +82,7 @@ def test_a_listener_that_is_not_kafka_is_one_line_within_the_bound(tmp_path):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
         result, elapsed = run_cli(["topics"], env_for(tmp_path, address), tmp_path)
     assert_one_line(result, elapsed, address, "does not answer")
 

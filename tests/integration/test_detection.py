@@ -56,7 +56,7 @@ async def test_bad_input_is_dead_lettered_and_the_stream_goes_on(kafka_bootstrap
         "invalid_account": TelemetryEvent.model_construct(**{**ev("ok", 5, 1).model_dump(), "account_id": ""}),
     }
     async with producer(kafka_bootstrap) as prod:
-        for name, e in bad.items():
+        for e in bad.values():
             await prod.send_and_wait(topics.telemetry, key=b"ok", value=e.to_avro())
         await prod.send_and_wait(topics.telemetry, key=b"ok", value=b"not avro at all")
         await prod.send_and_wait(topics.telemetry, key=b"someone-else", value=ev("ok", 6, 1).to_avro())

@@ -48,7 +48,8 @@ async def test_a_record_that_raises_is_dead_lettered_the_rest_applied_and_a_repl
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
     port = free_port()
     # commits rarely, so that the worker after the kill reads everything again, parked events included
-    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "faulty", faults="usage=mixed,crm=crm-poison,draft=drafty",
+    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "faulty",
+                    faults="usage=mixed,crm=crm-poison,draft=drafty",
                     MILESTONES_WEB_PORT=str(port), MILESTONES_GATHER_SECONDS="0.2", MILESTONES_DRAFTER_INTERVAL="0.2",
                     MILESTONES_BATCH_SIZE="50", MILESTONES_COMMIT_INTERVAL="60").start()
     events = [ev(a, i) for i in range(120) for a in ACCOUNTS]  # 1,200 each: the 500 and 1,000 tiers

@@ -74,11 +74,13 @@ async def test_the_email_has_the_right_headers_and_double_decisions_send_once(ka
     assert message["Subject"] == sent.subject
     assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == sent.body_text
     assert smtp.mailbox.envelopes[-1] == ("sam.rivera@vendor.example", ["jane@acme.example"])
-    declined_trail = [o for o in await outcomes(kafka_bootstrap, approval_topics) if o.approval_id == declined.approval_id]
+    declined_trail = [o for o in await outcomes(kafka_bootstrap, approval_topics)
+                      if o.approval_id == declined.approval_id]
     assert [o.outcome for o in declined_trail] == ["not_sent"] and declined_trail[0].detail == "bad timing"
 
 
-async def test_permanent_rejection_and_header_injection_fail_visibly_and_are_dead_lettered(kafka_bootstrap, approval_topics):
+async def test_permanent_rejection_and_header_injection_fail_visibly_and_are_dead_lettered(kafka_bootstrap,
+                                                                                          approval_topics):
     smtp = SmtpServer().start()
     smtp.mailbox.reply = "550 5.7.1 rejected by policy"
     rejected, injected = approval_request(4), approval_request(5)
@@ -126,8 +128,8 @@ async def test_hostile_names_deliver_only_to_the_intended_addresses_and_a_bad_ad
     assert letter.reason == "invalid_email" and smuggled.approval_id in letter.error
 
 
-async def test_sigkill_while_smtp_has_the_message_records_unknown_and_never_sends_twice(kafka_bootstrap, approval_topics,
-                                                                                       tmp_path):
+async def test_sigkill_while_smtp_has_the_message_records_unknown_and_never_sends_twice(kafka_bootstrap,
+                                                                                       approval_topics, tmp_path):
     smtp = SmtpServer().start()
     smtp.mailbox.release.clear()  # hold the DATA reply: the sender is killed while SMTP has the message
     req = approval_request(6)

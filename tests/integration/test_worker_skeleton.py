@@ -25,11 +25,13 @@ async def test_worker_creates_its_topics_and_exits_cleanly_on_sigterm(kafka_boot
 
 
 def test_config_error_stops_start_up_with_one_line(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "MILESTONES_RULES": str(tmp_path / "no.yaml")}
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "MILESTONES_RULES": str(tmp_path / "no.yaml")}
     result = subprocess.run([sys.executable, "-m", "milestone_stream.cli", "worker"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"milestones: configuration error: rules file {tmp_path / 'no.yaml'} does not exist"]
+    assert result.stderr.strip().splitlines() == [
+        f"milestones: configuration error: rules file {tmp_path / 'no.yaml'} does not exist"]
 
 
 async def test_a_table_that_cannot_be_recovered_stops_the_worker_loudly(kafka_bootstrap, topics, tmp_path):

@@ -26,7 +26,8 @@ def stored_rows(industry="financial services", contacts=None, **profile):
         {"name": "Raj Admin", "email": "raj@acme.example", "role": "admin"},
         {"name": "Jane Doe", "email": "jane@acme.example", "role": "executive_sponsor"}]
     profile_row = {"p": p, "c": contacts, "s": src}
-    usage_row = {"t": {"emails_sent": 10450.0}, "s": {"emails_sent": [(NOW - timedelta(days=300)).timestamp(), NOW.timestamp()]},
+    usage_row = {"t": {"emails_sent": 10450.0},
+                 "s": {"emails_sent": [(NOW - timedelta(days=300)).timestamp(), NOW.timestamp()]},
                  "w": {}}
     return profile_row, usage_row
 

@@ -31,7 +31,8 @@ class Worker:
         self.process: subprocess.Popen | None = None
         self.command = [sys.executable, "-m", "milestone_stream.cli", "worker"]
         if faults:
-            self.env.update(TEST_FAULTS=faults, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+            self.env.update(TEST_FAULTS=faults,
+                            PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
             self.command = [sys.executable, "-c", "import sys, faults; faults.install(); "
                             "from milestone_stream.cli import main; sys.exit(main(['worker']))"]
 
@@ -52,7 +53,7 @@ class Worker:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            raise AssertionError(f"worker did not stop on SIGTERM within {timeout}s; log: {self.log}")
+            raise AssertionError(f"worker did not stop on SIGTERM within {timeout}s; log: {self.log}") from None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

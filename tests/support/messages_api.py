@@ -75,8 +75,10 @@ class MessagesAPI:
             return web.json_response(
                 {"type": "error", "error": {"type": error, "message": MESSAGES.get(status, "test")},
                  "request_id": request_id},
-                status=status, headers={"request-id": request_id, **({"retry-after-ms": "20"} if headers is None else headers)})
-        content = ([{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": "draft_note", "input": payload}]
+                status=status,
+                headers={"request-id": request_id, **({"retry-after-ms": "20"} if headers is None else headers)})
+        content = ([{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": "draft_note",
+                     "input": payload}]
                    if kind == "tool" else [{"type": "text", "text": payload}])
         return web.json_response({
             "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": MODEL,

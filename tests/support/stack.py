@@ -106,7 +106,8 @@ class SmtpServer:
 
 def settings(topics, smtp_port: int, ui_port: int = 0) -> Settings:
     return Settings.from_env({"MILESTONES_SECRET": SECRET, "MILESTONES_TOPIC_PREFIX": topics.prefix,
-                              "MILESTONES_UI_URL": f"http://127.0.0.1:{ui_port}", "MILESTONES_SMTP_PORT": str(smtp_port),
+                              "MILESTONES_UI_URL": f"http://127.0.0.1:{ui_port}",
+                              "MILESTONES_SMTP_PORT": str(smtp_port),
                               "MILESTONES_MESSAGE_ID_DOMAIN": DOMAIN})
 
 

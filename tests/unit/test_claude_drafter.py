@@ -42,7 +42,8 @@ async def test_a_grounded_model_draft_is_used_and_the_sdk_sent_a_proper_request(
     assert out.drafted_by == MODEL and out.verdict.startswith("passed")
     assert out.note.subject == GOOD["subject"]
     sent = api.requests[0]
-    assert "test-key" in (sent["headers"].get("x-api-key", ""), sent["headers"].get("authorization", "").removeprefix("Bearer "))
+    assert "test-key" in (sent["headers"].get("x-api-key", ""),
+                          sent["headers"].get("authorization", "").removeprefix("Bearer "))
     assert "anthropic-version" in sent["headers"]
     assert sent["body"]["tool_choice"] == {"type": "tool", "name": "draft_note"}
     assert sent["body"]["model"] == MODEL and sent["body"]["max_tokens"] == 800

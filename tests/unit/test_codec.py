@@ -76,7 +76,8 @@ def test_a_request_written_before_milestone_titles_reads_without_them():
              "record": "event e-1 (milestone abc)", "as_of": NOW}
     schemaless_writer(out, parsed, {"approval_id": "a1", "milestone_ids": ["m1"], "account_id": "acme",
                                     "account_name": "Acme", "csm_email": "sam@vendor.example", "recipients": [],
-                                    "subject": "Congratulations", "body_text": "Dear Jane", "body_html": "<p>Dear Jane</p>",
+                                    "subject": "Congratulations", "body_text": "Dear Jane",
+                                    "body_html": "<p>Dear Jane</p>",
                                     "citations": [cited], "drafted_by": "template", "guard_verdict": "passed",
                                     "policy_notes": [], "created_at": NOW, "expires_at": NOW, "csm_name": "Sam"})
     decoded = ApprovalRequest.from_avro(out.getvalue())

@@ -39,7 +39,8 @@ def test_template_frames_the_milestone_in_the_industrys_words_and_passes_the_gua
     fin_note, ngo_note = template_note(fin, Rules()), template_note(ngo, Rules())
     assert "10,000 touchpoints with clients" in fin_note.subject
     assert "10,000 communications with donors" in ngo_note.paragraphs[0]
-    assert "At your current pace you will reach 50,000 touchpoints with clients in about 37 months" in fin_note.paragraphs[-1]
+    assert ("At your current pace you will reach 50,000 touchpoints with clients in about 37 months"
+            in fin_note.paragraphs[-1])
     assert guard(fin_note, fin) is None and guard(ngo_note, ngo) is None
     assert template_note(fin, Rules()) == fin_note  # deterministic
 
@@ -87,7 +88,8 @@ def test_policy_gathers_holds_for_the_cooldown_and_merges_never_drops():
 
 
 def test_review_notes_mark_at_risk_accounts_and_missing_executives():
-    ctx = compile_context("acme", [usage_milestone()], *rows(contacts=[], health="red", open_escalations=2), Rules(), NOW)
+    ctx = compile_context("acme", [usage_milestone()], *rows(contacts=[], health="red", open_escalations=2),
+                          Rules(), NOW)
     notes = policy.review_notes(ctx)
     assert notes[0] == "at risk — consider not sending (health is red; 2 open escalation(s))"
     assert "no executive contact" in notes[1]
@@ -182,7 +184,8 @@ def hostile_rows(rnd):
                                      "roi_percent", "open_escalations", "health") if rnd.random() < 0.8}
     for _ in range(rnd.randrange(4)):
         p[f"adoption.{rnd.choice(HOSTILE_TEXT)[:3000]}"] = rnd.choice([True, True, False, "yes"])
-    contacts = [rnd.choice([{"name": pick(), "email": "jane@acme.example", "role": rnd.choice(["ceo", "admin", pick()])},
+    contacts = [rnd.choice([{"name": pick(), "email": "jane@acme.example",
+                             "role": rnd.choice(["ceo", "admin", pick()])},
                             {"name": rnd.choice(HOSTILE_TEXT), "email": "x@acme.example", "role": "executive_sponsor"},
                             "not a contact", None, {"name": "No Role"}])
                 for _ in range(rnd.randrange(4))]

@@ -139,7 +139,8 @@ def test_a_figure_planted_in_the_account_name_grounds_nothing():
     assert all("9999999" not in str(v) for _, v in ctx.allowed_figures())
     assert verdict("Acme 9999999 grew by 9,999,999 percent", ctx) == \
         "the draft states 9,999,999 percent, not in the compiled context"
-    assert verdict("You grew by 9999999 percent.", ctx) == "the draft states 9999999 percent, not in the compiled context"
+    assert verdict("You grew by 9999999 percent.", ctx) == \
+        "the draft states 9999999 percent, not in the compiled context"
     assert verdict("You sent 9999999 emails.", ctx) == "the draft states 9999999, not in the compiled context"
     assert verdict("Acme 9999999 percent up", ctx) is not None   # the name, then a percentage: a figure
     assert verdict("Congratulations, Acme 9999999, on 10,000 emails!", ctx) is None   # the name as a name

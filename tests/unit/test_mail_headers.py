@@ -100,7 +100,8 @@ def test_ordinary_names_are_kept_exactly_and_hostile_ones_only_cleaned():
 
 
 def test_the_same_recipient_twice_is_one_envelope_recipient():
-    twice = [Contact(name="Jane", email="jane@acme.example", role="x"), Contact(name="J", email="Jane@acme.example", role="x")]
+    twice = [Contact(name="Jane", email="jane@acme.example", role="x"),
+             Contact(name="J", email="Jane@acme.example", role="x")]
     out = mail.customer_email(decision(approval_request(5), recipients=twice), "Sam", "milestones.test", None)
     assert out.recipients == ["jane@acme.example"] and specs(parsed(out)["To"]) == ["jane@acme.example"]
 
@@ -126,7 +127,8 @@ def test_an_address_that_is_not_exactly_one_plain_addr_spec_is_refused(bad):
 
 
 def test_plain_addresses_are_accepted_unchanged():
-    for good in ["jane@acme.example", "Jane.Doe+milestones@mail.acme-corp.example", "o'neil@acme.example", "x@localhost"]:
+    for good in ["jane@acme.example", "Jane.Doe+milestones@mail.acme-corp.example", "o'neil@acme.example",
+                 "x@localhost"]:
         assert mail.addr_spec(good) == good
 
 

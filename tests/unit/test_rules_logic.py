@@ -60,7 +60,10 @@ def test_spike_fires_once_per_window_above_the_minimum_base():
     start = datetime.fromtimestamp((base.timestamp() // week.total_seconds()) * week.total_seconds(), tz=UTC)
     offset = iter(range(100))
     seen = Ids()
-    step = lambda v, at: apply(row, ev(v, at), next(offset), rules, seen)[1]
+
+    def step(v, at):
+        return apply(row, ev(v, at), next(offset), rules, seen)[1]
+
     assert step(40, start) == []                          # week 1: 40 active users
     assert step(50, start + week) == []                   # week 2: +25%, under 1.5x
     fired = step(80, start + week + timedelta(days=1))    # week 2 peaks at 80 = 2x
