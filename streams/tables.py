@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Protocol, TypeVar
 
 import faust
+from faust.types import TableT
 
 from milestone_stream.rules import Rules
 from milestone_stream.settings import Settings
@@ -26,19 +27,21 @@ class StoredRow(Protocol):
     """A table row as its owner module types it, apart from the compact form the changelog holds."""
 
     @classmethod
-    def from_stored(cls: type[Row], value: dict | None) -> Row: ...   # a read, sharing value's containers
+    def from_stored(cls: type[Row], value: object) -> Row: ...  # a read sharing value's containers (None: a new row)
 
-    def to_stored(self) -> dict: ...                                  # exactly the compact form
+    def to_stored(self) -> dict: ...                            # exactly the compact form
 
-    def copy(self: Row) -> Row: ...                                   # a working copy to change
+    def copy(self: Row) -> Row: ...                             # a working copy to change
 
 
 @dataclass(frozen=True)
 class Tables:
-    usage: faust.Table         # account → usage row (totals, spike windows, input offset)
-    profiles: faust.Table      # account → CRM profile row
-    event_ids: faust.Table     # 16-byte event id key → input offset that first carried it
-    celebrations: faust.Table  # account → the drafter's row (held milestones, last note)
+    # the values are the rows' stored form (`StoredRow.to_stored`); a changelog may hold anything, so readers
+    # check (`StoredRow.from_stored` takes an object)
+    usage: TableT[str, dict]         # account → usage row (totals, spike windows, input offset)
+    profiles: TableT[str, dict]      # account → CRM profile row
+    event_ids: TableT[bytes, bytes]  # 16-byte event id key → input offset that first carried it (decimal text)
+    celebrations: TableT[str, dict]  # account → the drafter's row (held milestones, last note)
 
 
 def declare(app: faust.App, settings: Settings, rules: Rules) -> Tables:

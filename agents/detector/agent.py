@@ -14,6 +14,9 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from faust.types import AppT, TableT
+from mode import BaseSignalT
+
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector import crm, usage
 from milestone_stream.agents.detector.anniversary import next_due
@@ -27,7 +30,7 @@ class BatchIds:
     """The event-id table as one batch sees it (`usage.SeenIds`): ids remembered in the batch are seen at
     once and written after the batch's milestones are acknowledged, each to its event's partition."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: TableT[bytes, bytes]) -> None:
         self.table = table
         self.event: Any = None  # the event being applied: its partition is the id's changelog partition
         self._pending: dict[bytes, tuple[int, Any]] = {}
@@ -175,6 +178,8 @@ class DetectorAgents:
                              occurred_at=rt.clock.now(), source="milestone-stream.clock")
             await rt.channels.clock.send(key=account.encode(), value=tick.to_avro())
 
-    async def reindex(self, app: Any, **kwargs: Any) -> None:
+    async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        """on_rebalance_complete's receiver: mode calls receiver(sender, *args, signal=..., **kwargs), so the
+        sender is positional-only (a keyword in kwargs cannot collide with it)."""
         self.anniversaries.clear()
 

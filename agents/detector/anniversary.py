@@ -27,7 +27,8 @@ def due_now(start: date, years: list[int], fired: set[int], today: date,
     Only anniversaries within `grace_days` of `today` are celebrated: a contract start backfilled
     years late must not fire every past anniversary at once; older ones are marked as passed.
     """
-    celebrate, passed = [], []
+    celebrate: list[int] = []
+    passed: list[int] = []
     for y in sorted(set(years) - fired):
         when = anniversary_date(start, y)
         if when > today:

@@ -55,7 +55,7 @@ class ProfileRow:
         self.sources: dict[str, list] | None = None  # s: {field: [source, record, ISO time]}
 
     @classmethod
-    def from_stored(cls, value: dict | None) -> ProfileRow:
+    def from_stored(cls, value: object) -> ProfileRow:
         """The row a table holds (None: a new row); rows without provenance (`s`) are read."""
         row = cls()
         if isinstance(value, dict):
@@ -110,11 +110,11 @@ class ProfileRow:
         return iso_date(str(raw)) if raw else None
 
 
-def _dict(value) -> dict:
+def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _list(value) -> list:
+def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
@@ -166,7 +166,7 @@ def _first_time(row: ProfileRow, m: Milestone) -> bool:
     return True
 
 
-def _milestone(change: CrmChange, kind: str, metric: str | None, key, title: str,
+def _milestone(change: CrmChange, kind: str, metric: str | None, key: object, title: str,
                threshold: float | None = None, value: float | None = None) -> Milestone:
     source_record = change.source_record or change.account_id
     record = f"{source_record} field {metric}" if metric else source_record
@@ -177,7 +177,8 @@ def _milestone(change: CrmChange, kind: str, metric: str | None, key, title: str
                                         occurred_at=change.occurred_at)])
 
 
-def _marks(row: ProfileRow, change: CrmChange, field: str, before, value, rules: Rules) -> list[Milestone]:
+def _marks(row: ProfileRow, change: CrmChange, field: str, before: object, value: bool | int | float | str | None,
+           rules: Rules) -> list[Milestone]:
     if value is None:
         return []
     if field.startswith("adoption.") and value is True:

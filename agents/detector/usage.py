@@ -25,11 +25,12 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from milestone_stream.ids import milestone_id
-from milestone_stream.rules import Rules
+from milestone_stream.rules import Rules, Spike
 from milestone_stream.schemas.records import Evidence, Milestone, TelemetryEvent
 
 APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
@@ -70,7 +71,7 @@ class UsageRow:
         self.parked: list[int] | None = None          # k: absent until an event is parked
 
     @classmethod
-    def from_stored(cls, value: dict | None) -> UsageRow:
+    def from_stored(cls, value: object) -> UsageRow:
         """The row a table holds (None: a new row). Rows written before the exact dedupe kept recent
         ids in `r` (a string, or earlier a list), and adapters' source offsets in `x`; both are
         dropped (the event-id table recognises those copies now)."""
@@ -137,7 +138,7 @@ class UsageRow:
                 for metric, w in self.windows.items()]
 
 
-def _dict(value) -> dict:
+def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
@@ -188,7 +189,7 @@ def apply_event(row: UsageRow, event: TelemetryEvent, offset: int, rules: Rules,
         seen_at[1] = max(seen_at[1], event.occurred_at.timestamp())
         fired += _tiers_crossed(event, before, after, rules)
     if rules.spike and event.metric == rules.spike.metric:
-        fired += _spike(row, event, rules)
+        fired += _spike(row, event, rules.spike, rules.gauges)
     return APPLIED, fired
 
 
@@ -210,19 +211,18 @@ def _tiers_crossed(event: TelemetryEvent, before: float, after: float, rules: Ru
     ]
 
 
-def _spike(row: UsageRow, event: TelemetryEvent, rules: Rules) -> list[Milestone]:
+def _spike(row: UsageRow, event: TelemetryEvent, spike: Spike, gauges: Collection[str]) -> list[Milestone]:
     """Tumbling event-time windows: fire once when this window's measure reaches ratio x the last one's.
 
     The measure is the window's sum for a cumulative metric and its maximum for a gauge. Late events
     for the previous window still count toward it; older ones are ignored for spikes (not totals).
     """
-    spike = rules.spike
     size = spike.window_days * 86400
     start = math.floor(event.occurred_at.timestamp() / size) * size
     w = row.windows.get(event.metric) or {"s": start, "m": 0.0, "p": 0.0, "f": None}
     if start > w["s"]:
         w = {"s": start, "m": 0.0, "p": w["m"] if start - w["s"] == size else 0.0, "f": w["f"]}
-    gauge = event.metric in rules.gauges
+    gauge = event.metric in gauges
     combine = max if gauge else (lambda a, b: a + b)
     if start == w["s"]:
         w["m"] = combine(w["m"], event.value)

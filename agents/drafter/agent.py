@@ -20,6 +20,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from faust.types import AppT
+from mode import BaseSignalT
+
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
@@ -150,5 +153,7 @@ class DrafterAgents:
         for account in self.due.pop_due(rt.clock.now()):
             await rt.channels.drafter_clock.send(key=account.encode(), value=b"due")
 
-    async def reindex(self, app: Any, **kwargs: Any) -> None:
+    async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        """on_rebalance_complete's receiver: mode calls receiver(sender, *args, signal=..., **kwargs), so the
+        sender is positional-only (a keyword in kwargs cannot collide with it)."""
         self.due.clear()

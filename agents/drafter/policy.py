@@ -35,7 +35,7 @@ class CelebrationRow:
         self.last_celebrated: str | None = None    # l
 
     @classmethod
-    def from_stored(cls, value: dict | None) -> CelebrationRow:
+    def from_stored(cls, value: object) -> CelebrationRow:
         row = cls()
         if isinstance(value, dict):
             row.taken, row.queue = value.get("d") or [], value.get("q") or []
