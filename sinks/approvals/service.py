@@ -13,7 +13,7 @@ from milestone_stream.settings import Settings
 from milestone_stream.signals import stop_on_signals
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.view import ApprovalView
-from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.sinks.approvals.web import ApprovalUI, Written
 from milestone_stream.topics import TopicNames
 
 
@@ -26,7 +26,7 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
     try:
         await view.caught_up()
         async with producer(bootstrap) as prod:
-            async def publish(decision: ApprovalDecision):
+            async def publish(decision: ApprovalDecision) -> Written:
                 return await prod.send_and_wait(names.approval_decisions, key=decision.approval_id.encode(),
                                                 value=decision.to_avro())
 

@@ -29,6 +29,7 @@ import hmac
 import json
 import math
 import time
+from collections.abc import Callable
 
 import itsdangerous
 from itsdangerous.encoding import base64_decode, base64_encode
@@ -46,7 +47,7 @@ class ExpiredToken(BadToken):
 
 
 class Signer:
-    def __init__(self, key: bytes, clock=time.time) -> None:
+    def __init__(self, key: bytes, clock: Callable[[], float] = time.time) -> None:
         if len(key) < 32:
             raise ValueError("signing key must be at least 32 bytes")
         self._signer = itsdangerous.Signer(key, sep=".", key_derivation="none", digest_method=hashlib.sha256)

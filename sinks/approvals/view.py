@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from milestone_stream.deadletter import DeadLetters
+from milestone_stream.deadletter import DeadLetters, Parkable
 from milestone_stream.kafka_io import wait_for
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome
+from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,13 @@ def status(request: ApprovalRequest, decision: ApprovalDecision | None, outcomes
 class ApprovalView:
     """Requests, decisions and outcomes, kept current by one consumer without a group."""
 
-    def __init__(self, bootstrap_servers: str, names) -> None:
+    def __init__(self, bootstrap_servers: str, names: TopicNames) -> None:
         self.requests: dict[str, ApprovalRequest] = {}
         self.decisions: dict[str, ApprovalDecision] = {}
         self.outcomes: dict[str, list[EmailOutcome]] = defaultdict(list)
-        self._types = {names.approval_requests: ApprovalRequest, names.approval_decisions: ApprovalDecision,
-                       names.email_outcomes: EmailOutcome}
+        self._types: dict[str, type[ApprovalRequest] | type[ApprovalDecision] | type[EmailOutcome]] = {
+            names.approval_requests: ApprovalRequest, names.approval_decisions: ApprovalDecision,
+            names.email_outcomes: EmailOutcome}
         self._consumer = AIOKafkaConsumer(*self._types, bootstrap_servers=bootstrap_servers, group_id=None,
                                           auto_offset_reset="earliest", isolation_level="read_committed",
                                           enable_auto_commit=False)
@@ -57,7 +59,7 @@ class ApprovalView:
         self._producer: AIOKafkaProducer | None = None  # started at the first dead letter
         self._dead = DeadLetters(names.deadletter, self._produce)
 
-    async def _produce(self, topic: str, key: bytes | None, value: bytes):
+    async def _produce(self, topic: str, key: bytes | None, value: bytes) -> object:
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
             await self._producer.start()
@@ -102,7 +104,7 @@ class ApprovalView:
                 async with self._changed:
                     self._changed.notify_all()
 
-    async def _park(self, record, exc: Exception) -> None:
+    async def _park(self, record: Parkable, exc: Exception) -> None:
         try:
             await self._dead.failed("ui_view", record, exc)
         except Exception:  # noqa: BLE001 — the view still shows everything else; the sender parks it too

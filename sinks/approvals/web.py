@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from milestone_stream.agents.drafter.template import html_from_text
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, Contact
@@ -34,15 +37,30 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", 
            "Cache-Control": "no-store"}
 
 
+class Written(Protocol):
+    """Where a decision was written (aiokafka's RecordMetadata): the UI waits until its view has read it."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+Publish = Callable[[ApprovalDecision], Awaitable[Written]]  # writes a decision to approvals.decisions (acks=all)
+Clock = Callable[[], datetime]
+Response = TypeVar("Response", bound=web.StreamResponse)
+
 PAGES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
                     trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
 
 
-def render(template: str, **values) -> str:
+def render(template: str, **values: object) -> str:
     return PAGES.get_template(template).render(**values)
 
 
-def page(template: str, status: int = 200, **values) -> web.Response:
+def page(template: str, status: int = 200, **values: object) -> web.Response:
     return web.Response(text=render(template, **values), status=status, content_type="text/html", headers=HEADERS)
 
 
@@ -51,8 +69,8 @@ def problem(status: int, title: str, detail: str) -> web.Response:
 
 
 class ApprovalUI:
-    def __init__(self, view: ApprovalView, signer: Signer, publish, *, trusted_header: str | None = None,
-                 secure_cookies: bool = False, clock=lambda: datetime.now(UTC)) -> None:
+    def __init__(self, view: ApprovalView, signer: Signer, publish: Publish, *, trusted_header: str | None = None,
+                 secure_cookies: bool = False, clock: Clock = lambda: datetime.now(UTC)) -> None:
         self.view, self.signer, self.publish = view, signer, publish
         self.trusted_header, self.secure_cookies, self.clock = trusted_header, secure_cookies, clock
         self._locks: dict[str, asyncio.Lock] = {}
@@ -140,7 +158,7 @@ class ApprovalUI:
             response = self.request_page(a, session, confirm=claims["x"])
         return self.signed_in(response, session)
 
-    def signed_in(self, response, session: str):
+    def signed_in(self, response: Response, session: str) -> Response:
         response.set_cookie(SESSION, session, httponly=True, samesite="Lax", secure=self.secure_cookies, path="/")
         return response
 
@@ -175,7 +193,7 @@ class ApprovalUI:
             await self.view.caught_up_to(meta.topic, meta.partition, meta.offset)
         raise web.HTTPSeeOther(f"/r/{a.approval_id}")
 
-    def decision(self, a: ApprovalRequest, csm: str, action: str, form) -> ApprovalDecision:
+    def decision(self, a: ApprovalRequest, csm: str, action: str, form: Mapping[str, object]) -> ApprovalDecision:
         now = self.clock()
         if action == "dont_send":
             return ApprovalDecision(approval_id=a.approval_id, decision="dont_send", csm_email=csm,
@@ -207,10 +225,10 @@ class ApprovalUI:
 class ApprovalMetrics:
     """Approvals by status, decisions by type and emails by outcome, as the topics say (any UI process)."""
 
-    def __init__(self, view: ApprovalView, clock) -> None:
+    def __init__(self, view: ApprovalView, clock: Clock) -> None:
         self.view, self.clock = view, clock
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         statuses = Counter(self.view.status(i, self.clock()) for i in list(self.view.requests))
         pending = GaugeMetricFamily("milestones_approvals", "Approval requests by status", labels=["status"])
         for status in ("pending", "expired", "sending", "sent", "not sent", "failed", "unknown"):
