@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import NamedTuple
 
@@ -45,10 +46,11 @@ SHOWN_LIMIT = 40      # an unreadable value quoted back to the CSM in a review n
 FORMATTED_TITLES = {"usage_threshold", "roi_threshold", "adoption_spike", "anniversary"}
 DATED_KINDS = {kind for kind, _ in PER_DATE.values()}   # "QBR completed on 2026-05-01"
 
+Token = tuple[str | None, str]  # (kind, text): the _TOKEN group that matched, the characters
 Figure = tuple[str, float | str]   # ("number", 10450.0), ("percent", 152.0), ("date", "2024-06-01")
 
 
-def clean_text(value, limit: int) -> str:
+def clean_text(value: object, limit: int) -> str:
     """CRM text fit for a subject, greeting or body: one line, no control or invisible characters,
     whitespace collapsed, at most `limit` characters (a longer value is cut and ends in "…").
 
@@ -74,7 +76,7 @@ def clean_text(value, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def format_number(value, percent: bool = False) -> str | None:
+def format_number(value: object, percent: bool = False) -> str | None:
     """A figure as the note writes it ("10,450", "37.5", "152%"); None for a value that is not a
     finite number below 10^15 (NaN, inf, 1e308, a bool, text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -254,7 +256,7 @@ def figures_in(text: str) -> list[Stated]:
                 i += 1
                 continue
             if tok in _ORDINALS or tok in _MULTIPLES:
-                value = _ORDINALS.get(tok, _MULTIPLES.get(tok))
+                value = _ORDINALS[tok] if tok in _ORDINALS else _MULTIPLES[tok]
                 j, percent = _percent(tokens, i + 1)
                 out.append(Stated("percent" if percent else "number", _round(value),
                                   "".join(t for _, t in tokens[i:j]).strip()))
@@ -286,18 +288,18 @@ def _round(value: float) -> float:
     return round(float(value), 6)
 
 
-def _skip_space(tokens, j: int) -> int:
+def _skip_space(tokens: Sequence[Token], j: int) -> int:
     while j < len(tokens) and tokens[j][0] == "space":
         j += 1
     return j
 
 
-def _next_word(tokens, i: int) -> str | None:
+def _next_word(tokens: Sequence[Token], i: int) -> str | None:
     k = _skip_space(tokens, i + 1)
     return tokens[k][1] if k < len(tokens) and tokens[k][0] == "word" else None
 
 
-def _percent(tokens, j: int) -> tuple[int, bool]:
+def _percent(tokens: Sequence[Token], j: int) -> tuple[int, bool]:
     """After a figure: "%", "percent", "per cent", "pct", "percentage (points)"."""
     k = _skip_space(tokens, j)
     if k < len(tokens) and tokens[k][0] == "pct":
@@ -310,11 +312,13 @@ def _percent(tokens, j: int) -> tuple[int, bool]:
     return j, False
 
 
-def _word_run(tokens, i: int) -> tuple[float, int, list[str]]:
+def _word_run(tokens: Sequence[Token], i: int) -> tuple[float, int, list[str]]:
     """A number in words from tokens[i]: words joined by spaces, hyphens or "and" ("three hundred
     and twenty-five"). A unit after a unit, or a tens word after a unit or tens word, starts the
     next number ("two three" is two figures)."""
-    total, current, words, last = 0.0, 0.0, [], None
+    total, current = 0.0, 0.0
+    words: list[str] = []
+    last: str | None = None
     j = end = i
     while j < len(tokens):
         kind, tok = tokens[j]
@@ -360,9 +364,11 @@ def numbers_in(text: str) -> list[float]:
     """The numeric values a text states (dates as their year, month and day; vague magnitudes left out)."""
     out: list[float] = []
     for s in figures_in(text):
-        if s.kind == "date":
+        if s.kind == "vague":
+            continue
+        if isinstance(s.value, str):  # a date, "2024-06-01" (every other figure's value is a number)
             out += [float(p) for p in s.value.split("-")]
-        elif s.kind != "vague":
+        else:
             out.append(s.value)
     return out
 
@@ -373,7 +379,7 @@ def _stated(figure: str) -> tuple[Figure, ...]:
     keys: list[Figure] = []
     for s in figures_in(figure):
         keys.append(s.key)
-        if s.kind == "date":
+        if s.kind == "date" and isinstance(s.value, str):  # a date's value is its ISO text
             keys.append(("number", float(s.value[:4])))
     return tuple(dict.fromkeys(keys))
 
@@ -495,7 +501,8 @@ def _milestone_facts(m: Milestone) -> list[Fact]:
     if m.kind in FORMATTED_TITLES:
         numbers = _stated(title)
     else:
-        numbers = tuple(("number", _round(v)) for v in (m.threshold, m.value) if format_number(v) is not None)
+        numbers = tuple(("number", _round(v)) for v in (m.threshold, m.value)
+                        if v is not None and format_number(v) is not None)
         dated = re.search(r" on (\d{4}-\d{2}-\d{2})$", title) if m.kind in DATED_KINDS else None
         numbers += _stated(dated.group(1)) if dated else ()
     facts = [Fact(label=MILESTONE, figure=title, numbers=numbers, **cite)]
@@ -512,9 +519,12 @@ def _pace(account_id: str, milestones: list[Milestone], usage_row: UsageRow, rul
         if m.kind != "usage_threshold" or m.metric not in rules.usage:
             continue
         total, first_last = usage_row.total(m.metric), _span(usage_row.first_last(m.metric))
-        if format_number(total) is None or first_last is None:
+        if total is None or format_number(total) is None or first_last is None:
             continue
         first, last = first_last
+        since, as_of = _epoch(first), _epoch(last)  # both readable: _span checked them
+        if since is None or as_of is None:
+            continue
         nxt = next((t for t in rules.usage[m.metric].tiers if t > total), None)
         if nxt is None or last - first < 86400 or total <= 0:
             continue
@@ -526,14 +536,14 @@ def _pace(account_id: str, milestones: list[Milestone], usage_row: UsageRow, rul
         return Fact(label=f"pace to the next {m.metric.replace('_', ' ')} tier", figure=figure,
                     source=f"{DETECTOR} (computed)",
                     record=f"average daily {m.metric} of account {clean_text(account_id, ACCOUNT_LIMIT)} "
-                           f"since {_epoch(first).date().isoformat()}",
-                    as_of=_epoch(last), numbers=_stated(figure))
+                           f"since {since.date().isoformat()}",
+                    as_of=as_of, numbers=_stated(figure))
     return None
 
 
-def _contacts(raw, notes: list[str]) -> list[Contact]:
+def _contacts(raw: object, notes: list[str]) -> list[Contact]:
     """The account's contacts, executive sponsor first, names cleaned; an unreadable entry is skipped."""
-    out = []
+    out: list[Contact] = []
     for n, c in enumerate(raw if isinstance(raw, list) else []):
         try:
             contact = Contact.model_validate({k: c.get(k) for k in ("name", "email", "role")})
@@ -553,11 +563,11 @@ def _provenance(entry: Provenance | None, account_id: str, now: datetime) -> tup
             when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
-def _plausible(value, limit: float) -> bool:
-    return format_number(value) is not None and abs(value) <= limit
+def _plausible(value: object, limit: float) -> bool:
+    return format_number(value) is not None and isinstance(value, (int, float)) and abs(value) <= limit
 
 
-def _count(value) -> int | None:
+def _count(value: object) -> int | None:
     """A count from the CRM: 0 when absent; None when not a whole number from 0 to 1,000,000."""
     if value is None or value == "":
         return 0
@@ -576,14 +586,16 @@ def _span(first_last: tuple[float, float] | None) -> tuple[float, float] | None:
     return first_last if _epoch(first) and _epoch(last) and first <= last else None
 
 
-def _epoch(ts) -> datetime | None:
+def _epoch(ts: object) -> datetime | None:
+    if not isinstance(ts, (int, float, str)):  # nothing else a stored row's JSON holds is a float (None, a list, …)
+        return None
     try:
         return datetime.fromtimestamp(float(ts), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 
 
-def _date(raw, now: datetime) -> date | None:
+def _date(raw: object, now: datetime) -> date | None:
     """An ISO date from 1900 up to today, else None."""
     if not isinstance(raw, str) or not raw:
         return None
@@ -591,6 +603,6 @@ def _date(raw, now: datetime) -> date | None:
     return day if day is not None and date(1900, 1, 1) <= day <= now.date() else None
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     """An unreadable value as a review note quotes it: short, one line, no markup meaning added."""
     return repr(clean_text(value if isinstance(value, str) else repr(value)[:200], SHOWN_LIMIT))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import anthropic
+from anthropic.types import Message, ToolParam
 from pydantic import ValidationError
 
 from milestone_stream.agents.drafter.context import Context
@@ -49,7 +50,7 @@ Rules:
 - Frame the milestone in the customer's business terms (the `framing` given for their industry).
 - 2 to 4 short paragraphs. Answer only by calling the draft_note tool."""
 
-TOOL = {
+TOOL: ToolParam = {
     "name": "draft_note",
     "description": "Return the drafted congratulations note.",
     "input_schema": {
@@ -92,12 +93,13 @@ class Drafter:
             warn_if_deprecated(model)
 
     async def draft(self, ctx: Context) -> Drafted:
-        if self.client is None:
+        client = self.client
+        if client is None:
             return self._template(ctx, "no model configured")
         deadline = asyncio.get_running_loop().time() + self.max_wait
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._create(ctx, deadline)
+                response = await self._create(client, ctx, deadline)
         except OverBudget as exc:
             return self._template(ctx, str(exc))
         except TimeoutError:
@@ -120,12 +122,12 @@ class Drafter:
             return self._template(ctx, f"model draft rejected: {problem}")
         return Drafted(note, response.model, "passed: every figure is in the compiled context")
 
-    async def _create(self, ctx: Context, deadline: float):
+    async def _create(self, client: anthropic.AsyncAnthropic, ctx: Context, deadline: float) -> Message:
         """One Messages API call, retried up to `max_retries` times while each wait ends before `deadline`."""
         loop, attempt = asyncio.get_running_loop(), 0
         while True:
             try:
-                return await self.client.messages.create(
+                return await client.messages.create(
                     model=self.model, max_tokens=self.max_tokens, system=SYSTEM, tools=[TOOL],
                     tool_choice={"type": "tool", "name": "draft_note"},
                     messages=[{"role": "user", "content": prompt(ctx, self.rules)}])
@@ -184,19 +186,28 @@ def retry_wait(exc: anthropic.APIError, attempt: int) -> tuple[float, bool]:
     """Seconds to wait before the next try, and whether the API asked for them (`retry-after-ms`, then
     `retry-after` in seconds or as an HTTP date); else the SDK's backoff: 0.5 s doubling to 8 s, jittered."""
     headers = exc.response.headers if isinstance(exc, anthropic.APIStatusError) else {}
-    asked = None
-    try:
-        asked = float(headers.get("retry-after-ms")) / 1000
-    except (TypeError, ValueError):
+    ms = _number(headers.get("retry-after-ms"))
+    if ms is not None:
+        asked: float | None = ms / 1000
+    else:
         raw = headers.get("retry-after")
-        try:
-            asked = float(raw)
-        except (TypeError, ValueError):
+        asked = _number(raw)
+        if asked is None:
             when = email.utils.parsedate_tz(raw) if raw else None
             asked = email.utils.mktime_tz(when) - time.time() if when else None
     if asked is not None and asked > 0:
         return asked, True
     return min(0.5 * 2.0 ** attempt, 8.0) * (1 - 0.25 * random.random()), False  # noqa: S311 (jitter, not a secret)
+
+
+def _number(text: str | None) -> float | None:
+    """A header's value as a number; None when absent or not a number."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def status_of(exc: anthropic.APIError) -> str:

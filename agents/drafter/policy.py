@@ -74,10 +74,17 @@ def due_at(row: CelebrationRow, gather: timedelta, cooldown: timedelta) -> datet
     the same input arrive together), and not before the account's cooldown ends."""
     if not row.queue:
         return None
-    when = datetime.fromisoformat(row.held_since) + gather
+    when = _held_since(row) + gather
     if row.last_celebrated:
         when = max(when, datetime.fromisoformat(row.last_celebrated) + cooldown)
     return when
+
+
+def _held_since(row: CelebrationRow) -> datetime:
+    """When the first held milestone was taken in; a row with a queue always has it (this module writes both)."""
+    if row.held_since is None:  # the TypeError datetime.fromisoformat(None) raised before
+        raise TypeError("a celebration row with held milestones but no held_since")
+    return datetime.fromisoformat(row.held_since)
 
 
 def held(row: CelebrationRow) -> list[tuple[Milestone, tuple[str, int, int]]]:
@@ -93,7 +100,7 @@ def release(row: CelebrationRow, now: datetime, gather: timedelta,
     batch = [m for m, _ in held(row)]
     notes = []
     last = row.last_celebrated
-    if last and datetime.fromisoformat(row.held_since) < datetime.fromisoformat(last) + cooldown:
+    if last and _held_since(row) < datetime.fromisoformat(last) + cooldown:
         notes.append(f"cooldown: the last note was drafted {last[:10]}; {len(batch)} milestone(s) reached "
                      f"since were held and are merged into this note")
     return batch, notes

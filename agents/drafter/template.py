@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TypeGuard
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -108,7 +109,8 @@ def template_note(ctx: Context, rules: Rules) -> Note:
 
 def _headlines(ctx: Context, rules: Rules) -> list[str]:
     """The milestones' headlines, as many as fit in HEADLINES_LIMIT characters, then "more"."""
-    heads, used = [], 0
+    heads: list[str] = []
+    used = 0
     for h in (headline(m, ctx, rules) for m in ctx.milestones):
         if heads and used + len(h) > HEADLINES_LIMIT:
             return heads + ["more"]
@@ -117,7 +119,7 @@ def _headlines(ctx: Context, rules: Rules) -> list[str]:
     return heads or ["a milestone"]
 
 
-def _finite(value) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and value == value and abs(value) < 1e15
 
 
