@@ -12,6 +12,7 @@ itself is a POST, so mail scanners that pre-fetch links cannot send or decline a
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -36,6 +37,9 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Cache-Control": "no-store"}
 
+
+SUBJECT_MAX = 160   # as the edit form's maxlength and the drafted subject's bound
+BODY_MAX = 20_000   # characters of an edited body: the decision carries it twice (text and HTML)
 
 class Written(Protocol):
     """Where a decision was written (aiokafka's RecordMetadata): the UI waits until its view has read it."""
@@ -200,8 +204,12 @@ class ApprovalUI:
                                     account_id=a.account_id, reason=str(form.get("reason", "")).strip()[:300] or None,
                                     decided_at=now)
         subject, body = str(form.get("subject") or a.subject), form.get("body_text")
-        if "\r" in subject or "\n" in subject or not subject.strip():
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in subject) or not subject.strip():
             raise ValueError("The subject must be one non-empty line.")
+        if len(subject) > SUBJECT_MAX:
+            raise ValueError(f"The subject is longer than {SUBJECT_MAX} characters.")
+        if body is not None and len(str(body)) > BODY_MAX:
+            raise ValueError(f"The email is longer than {BODY_MAX:,} characters.")
         recipients = list(a.recipients)
         if not recipients:
             # the email: exactly one plain address (no "Name <addr>", no list); the name: cleaned as the

@@ -271,3 +271,18 @@ def test_the_email_html_escapes_every_value():
     assert out.startswith("<p>Jäné &lt;script&gt;") and out.endswith("</p>") and out.count("</p>\n<p>") == 4
     assert html_from_text("") == "" and html_from_text("a\nb\n\n\nc") == "<p>a<br>b</p>\n<p>c</p>"
     assert re.fullmatch(r"<p>[^<]*</p>", html_from_text("</textarea><script>"))
+
+
+def test_an_edited_draft_is_bounded_before_it_is_published():
+    """A 600,000-character subject was sent, a 700 KB body answered 500 (the decision too large for the
+    broker), a U+2028 in the subject was accepted and only refused by the sender: each is a 400 now."""
+    from milestone_stream.sinks.approvals.web import BODY_MAX, SUBJECT_MAX, ApprovalUI
+
+    request = approval_request(1)
+    ui = ApprovalUI(None, Signer(b"k" * 32), publish=None)  # type: ignore[arg-type]  # decision() uses neither
+    ok = ui.decision(request, request.csm_email, "send", {"subject": "Well done", "body_text": "Thank you."})
+    assert (ok.subject, ok.body_text) == ("Well done", "Thank you.")
+    for form in ({"subject": "x" * (SUBJECT_MAX + 1)}, {"subject": "a\u2028b"}, {"subject": "a\x0bb"},
+                 {"subject": "a\x85b"}, {"subject": "ok", "body_text": "b" * (BODY_MAX + 1)}):
+        with pytest.raises(ValueError):
+            ui.decision(request, request.csm_email, "send", form)
