@@ -52,8 +52,8 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (KafkaError, OSError, TimeoutError, FaustError))
 
 
-class Parkable(Protocol):
-    """What a dead letter keeps of its input: a Faust `Message` and an aiokafka `ConsumerRecord` both have it."""
+class Position(Protocol):
+    """Where a record is in the log (a Faust `Message`, an aiokafka `ConsumerRecord` or `RecordMetadata`)."""
 
     @property
     def topic(self) -> str: ...
@@ -61,6 +61,11 @@ class Parkable(Protocol):
     def partition(self) -> int: ...
     @property
     def offset(self) -> int: ...
+
+
+class Parkable(Position, Protocol):
+    """What a dead letter keeps of its input: a Faust `Message` and an aiokafka `ConsumerRecord` both have it."""
+
     @property
     def key(self) -> bytes | None: ...
     @property

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from milestone_stream.deadletter import Position
 from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision
 from milestone_stream.settings import Settings
 from milestone_stream.signals import stop_on_signals
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.view import ApprovalView
-from milestone_stream.sinks.approvals.web import ApprovalUI, Written
+from milestone_stream.sinks.approvals.web import ApprovalUI
 from milestone_stream.topics import TopicNames
 
 
@@ -26,7 +27,7 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
     try:
         await view.caught_up()
         async with producer(bootstrap) as prod:
-            async def publish(decision: ApprovalDecision) -> Written:
+            async def publish(decision: ApprovalDecision) -> Position:
                 return await prod.send_and_wait(names.approval_decisions, key=decision.approval_id.encode(),
                                                 value=decision.to_avro())
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from milestone_stream.agents.drafter.template import html_from_text
+from milestone_stream.deadletter import Position
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, Contact
 from milestone_stream.sinks.approvals.signing import BadToken, ExpiredToken, Signer
 from milestone_stream.sinks.approvals.view import ApprovalView
@@ -36,23 +37,11 @@ SESSION = "ms_session"
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
            "Cache-Control": "no-store"}
-
-
 SUBJECT_MAX = 160   # as the edit form's maxlength and the drafted subject's bound
 BODY_MAX = 20_000   # characters of an edited body: the decision carries it twice (text and HTML)
 
-class Written(Protocol):
-    """Where a decision was written (aiokafka's RecordMetadata): the UI waits until its view has read it."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
-Publish = Callable[[ApprovalDecision], Awaitable[Written]]  # writes a decision to approvals.decisions (acks=all)
+Publish = Callable[[ApprovalDecision], Awaitable[Position]]  # writes a decision to approvals.decisions (acks=all)
 Clock = Callable[[], datetime]
 Response = TypeVar("Response", bound=web.StreamResponse)
 
