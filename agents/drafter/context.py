@@ -40,8 +40,8 @@ TITLE_LIMIT = 200     # a milestone's title
 TEXT_LIMIT = 300      # free text handed to the model as data (top use case)
 SHOWN_LIMIT = 40      # an unreadable value quoted back to the CSM in a review note
 
-# Milestone kinds whose title the detector writes only from rules and numbers (agents/usage.py,
-# agents/crm.py): their titles' figures are grounded. Other titles hold CRM text (a feature or
+# Milestone kinds whose title the detector writes only from rules and numbers (agents/detector/usage.py,
+# agents/detector/crm.py): their titles' figures are grounded. Other titles hold CRM text (a feature or
 # programme name, a date as typed), so only their structured numbers count.
 FORMATTED_TITLES = {"usage_threshold", "roi_threshold", "adoption_spike", "anniversary"}
 DATED_KINDS = {kind for kind, _ in PER_DATE.values()}   # "QBR completed on 2026-05-01"
