@@ -79,8 +79,14 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
             sought[(tp, hole)] = time.monotonic()
             log.warning("re-reading a partition from a skipped message",
                         extra={"origin": f"{tp.topic}[{tp.partition}]@{hole}"})
-            asyncio.ensure_future(self.seek(tp, hole))
+            asyncio.ensure_future(self.seek_on_its_thread(tp, hole))
         return False
+
+    async def seek_on_its_thread(self, tp: TP, offset: int) -> None:
+        """Seek where aiokafka's consumer lives. Faust's `seek` calls it from this event loop while the
+        consumer thread may be inside aiokafka's `fetched_records`, which then failed on a partition the
+        seek had just cleared (KeyError), crashing the worker's fetcher; `seek_wait` runs on that thread."""
+        await self._thread.seek_wait({tp: offset})
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -100,6 +100,7 @@ def test_class_constructs_as_called(p: Private):
 
 INSTANCES = {  # which live object stands for instances of a declared class
     "faust.transport.consumer.Consumer": "consumer",
+    "faust.transport.consumer.ThreadDelegateConsumer": "consumer",
     "aiokafka.consumer.consumer.AIOKafkaConsumer": "kafka",
     "faust.worker.Worker": "worker",
 }
