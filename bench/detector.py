@@ -37,8 +37,9 @@ from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
-# a day ago: every event within the worker's dedupe horizon (an older one is dead-lettered)
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+# three days ago: every event (the latency run's start 2.3 days later) within the worker's dedupe horizon and in
+# the past (an older one is dead-lettered, one in the future too)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 
 
 def event(event_id: str, account: int, ms: int) -> TelemetryEvent:
