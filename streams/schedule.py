@@ -40,12 +40,15 @@ class DueIndex(Generic[When]):
                 accounts.append(account)
         return accounts
 
-    def refresh(self, rows: Iterable[tuple[str, object]], due: Callable[[object], When | None]) -> None:
-        """Rebuild from the table's rows (after a rebalance: this worker's partitions changed)."""
+    def due_now(self, rows: Callable[[], Iterable[tuple[str, object]]], due: Callable[[object], When | None],
+                now: When) -> list[str]:
+        """The accounts due at `now`, each once. After a rebalance (this worker's partitions changed) the
+        index is first rebuilt from the table's rows; `rows` is called only then, not at every tick."""
         if self.stale:
             self.stale = False
-            for account, row in rows:
+            for account, row in rows():
                 self.schedule(account, due(row))
+        return self.pop_due(now)
 
     def clear(self) -> None:
         self._heap.clear()

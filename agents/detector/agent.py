@@ -169,10 +169,11 @@ class DetectorAgents:
         rt = self.rt
         if not faust_compat.settled(rt.app):
             return
-        self.anniversaries.refresh(list(rt.tables.profiles.items()),
-                                   lambda stored: self.next_anniversary(crm.ProfileRow.from_stored(stored)))
         today = rt.clock.now().astimezone(self.zone).date()
-        for account in self.anniversaries.pop_due(today):
+        due = self.anniversaries.due_now(rt.tables.profiles.items,
+                                         lambda stored: self.next_anniversary(crm.ProfileRow.from_stored(stored)),
+                                         today)
+        for account in due:
             tick = CrmChange(change_id=f"clock:{account}:{today.isoformat()}", account_id=account,
                              changes=[FieldChange(field=crm.ANNIVERSARY_DUE, value=today.isoformat())],
                              occurred_at=rt.clock.now(), source="milestone-stream.clock")

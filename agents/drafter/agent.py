@@ -148,9 +148,9 @@ class DrafterAgents:
         rt = self.rt
         if not faust_compat.settled(rt.app):
             return
-        self.due.refresh(list(rt.tables.celebrations.items()),
-                         lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)))
-        for account in self.due.pop_due(rt.clock.now()):
+        due = self.due.due_now(rt.tables.celebrations.items,
+                               lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)), rt.clock.now())
+        for account in due:
             await rt.channels.drafter_clock.send(key=account.encode(), value=b"due")
 
     async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:

@@ -119,10 +119,13 @@ def _plainer(a: Address, level: int) -> Address:
     return Address(display_name=name, addr_spec=a.addr_spec)
 
 
-def misread(msg: EmailMessage, intended: dict[str, list[Address]]) -> list[str]:
-    """The address headers a receiver would read differently: the message serialised as it is sent,
-    parsed back with the standard policy, each header compared by addr_spec, in order."""
-    back = email.message_from_bytes(msg.as_bytes(), policy=default)
+def read_back(msg: EmailMessage) -> EmailMessage:
+    """The message as a receiver reads it: serialised as it is sent, parsed with the standard policy."""
+    return email.message_from_bytes(msg.as_bytes(), policy=default)
+
+
+def misread(back: EmailMessage, intended: dict[str, list[Address]]) -> list[str]:
+    """The address headers a receiver would read differently, each compared by addr_spec, in order."""
     wrong = []
     for header, addresses in intended.items():
         try:
@@ -135,9 +138,8 @@ def misread(msg: EmailMessage, intended: dict[str, list[Address]]) -> list[str]:
     return wrong
 
 
-def added_headers(msg: EmailMessage) -> list[str]:
+def added_headers(msg: EmailMessage, back: EmailMessage) -> list[str]:
     """Headers a receiver would read that the message was not given (an injection through a value)."""
-    back = email.message_from_bytes(msg.as_bytes(), policy=default)
     given = sorted(k.lower() for k in msg.keys())
     read = sorted(k.lower() for k in back.keys())
     return [k for k in read if read.count(k) > given.count(k)]
@@ -161,10 +163,11 @@ def _message(subject: str, to: list[Address], sender: Address, reply_to: Address
         msg.set_content(text)
         if html:
             msg.add_alternative(html, subtype="html")
-        extra = added_headers(msg)
+        back = read_back(msg)
+        extra = added_headers(msg, back)
         if extra:
             raise HeaderInjection(f"the message would carry headers nobody set ({', '.join(extra)}); refused")
-        wrong = misread(msg, intended)
+        wrong = misread(back, intended)
         if not wrong:
             return Outgoing(msg, sender.addr_spec, [a.addr_spec for a in intended["To"]])
         if any(levels[h] == 2 for h in wrong):
