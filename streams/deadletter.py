@@ -19,6 +19,7 @@ from faust.exceptions import FaustError
 from pydantic import ValidationError
 
 from milestone_stream.observability import DEAD_LETTERS
+from milestone_stream.schemas import json_input
 from milestone_stream.schemas.codec import CodecError
 from milestone_stream.schemas.records import DeadLetter, Record
 
@@ -126,6 +127,8 @@ async def decode_or_park(record_type: type[R], *, value: bytes | None, key: byte
                          partition: int, offset: int, stage: str, dead_letters: DeadLetters) -> R | None:
     """Decode and validate one input; on failure, dead-letter it and return None so the stream goes on."""
     try:
+        if value is not None and json_input.accepts_json(record_type, value):  # a JSON telemetry event or CRM change
+            return json_input.decode(record_type, value)
         return record_type.from_avro(value)
     except CodecError as exc:
         reason, error = exc.reason, str(exc)
