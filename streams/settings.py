@@ -97,6 +97,14 @@ class Settings(BaseModel):
     ui_port: int = Field(8080, alias="MILESTONES_UI_PORT", ge=0, le=65535)
     ui_trusted_header: str | None = Field(None, alias="MILESTONES_UI_TRUSTED_HEADER")
     slack_webhook: str | None = Field(None, alias="MILESTONES_SLACK_WEBHOOK", pattern=r"^https?://[^\s]+$")
+    # Slack approval buttons (docs/slack.md): the bot token (sender and UI), the app's signing secret (UI)
+    slack_bot_token: SecretStr | None = Field(None, alias="MILESTONES_SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, alias="MILESTONES_SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", alias="MILESTONES_SLACK_API_URL",
+                               pattern=r"^https?://[^\s]+/$")
+    # the CSM's daily digest (sender): the UTC hour it goes out (unset: no digest), how often it is checked
+    digest_hour: int | None = Field(None, alias="MILESTONES_DIGEST_HOUR", ge=0, le=23)
+    digest_interval: float = Field(60.0, alias="MILESTONES_DIGEST_INTERVAL", gt=0)
 
     # sending (SMTP)
     smtp_host: str = Field("127.0.0.1", alias="MILESTONES_SMTP_HOST")
