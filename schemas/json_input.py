@@ -66,13 +66,7 @@ def decode(record_type: type[R], data: bytes, max_bytes: int = MAX_DOCUMENT_BYTE
     if len(data) > max_bytes:
         raise DocumentTooLarge(f"{record_type.schema_name}: the JSON document is {len(data):,} bytes, "
                                f"over the {max_bytes:,} read")
-    try:
-        json.loads(data, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise MalformedJson(f"{record_type.schema_name}: the JSON document is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, our hooks, a 5,000-digit integer
-        raise MalformedJson(f"{record_type.schema_name}: not a JSON document we accept: {_cut(str(exc), 300)}") \
-            from None
+    parse(data, record_type.schema_name)
     try:
         # strict: the contract's types as JSON spells them (a number is a number, a time an RFC 3339 string)
         record = record_type.model_validate_json(data, strict=True)
@@ -92,6 +86,18 @@ def decode(record_type: type[R], data: bytes, max_bytes: int = MAX_DOCUMENT_BYTE
     except (ValueError, TypeError, OverflowError) as exc:  # fastavro's: a value the Avro type cannot hold
         problem = f"{type(exc).__name__}: {exc}"
     raise InvalidDocument(f"{record_type.schema_name}: does not fit the Avro contract: {_cut(problem, 300)}")
+
+
+def parse(data: bytes | str, what: str = "document") -> Any:
+    """Standard JSON only (RFC 8259): no NaN or Infinity, no number that overflows a double, no
+    duplicate key, bounded nesting; raises `MalformedJson` naming `what`."""
+    try:
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise MalformedJson(f"{what}: the JSON document is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, our hooks, a 5,000-digit integer
+        raise MalformedJson(f"{what}: not a JSON document we accept: {_cut(str(exc), 300)}") from None
 
 
 def describe(exc: ValidationError) -> str:

@@ -191,6 +191,40 @@ def cmd_publish_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Telemetry or CRM changes from a JSON-lines or CSV file (or stdin) to the product topics; exit 1
+    when any line was refused (the valid ones are sent all the same)."""
+    from milestone_stream.ops.progress import Progress
+    from milestone_stream.ops.publish import guess_format, publish
+    from milestone_stream.topics import TopicNames
+
+    s = Settings.from_env()
+    bootstrap = None if args.dry_run else _require_bootstrap(s)
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # closed by the with below
+    except OSError as exc:
+        raise ConfigError(f"milestones: cannot read {args.file}: {exc.strerror}") from None
+    with stream:
+        regular = args.file != "-" and Path(args.file).is_file()
+        head = stream.peek(64)[:64]  # type: ignore[union-attr]  # both are buffered readers
+        fmt = args.format or guess_format(args.file, head)
+        progress = Progress(sys.stdout, Path(args.file).stat().st_size if regular else None)
+        if bootstrap:
+            asyncio.run(_ensure_topics(s, bootstrap))
+        summary = asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap, names=TopicNames(s.topic_prefix),
+                                      progress=progress))
+    print("\n".join(summary.lines()), flush=True)
+    return 1 if summary.refused else 0
+
+
+def cmd_json_schema(args: argparse.Namespace) -> int:
+    from milestone_stream.schemas.json_schema import write
+
+    for path in write(Path(args.out) if args.out else None):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from milestone_stream.dev.up import up
 
@@ -239,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("topics", help="create the product's topics").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run the detector worker (Faust)").set_defaults(func=cmd_worker)
     sub.add_parser("publish-sample", help="publish the sample data set").set_defaults(func=cmd_publish_sample)
+    p = sub.add_parser("publish", help="send telemetry or CRM changes from a JSON-lines or CSV file (- for stdin)")
+    p.add_argument("file", help="a .jsonl or .csv file, or - for stdin")
+    p.add_argument("--kind", choices=["telemetry", "crm"],
+                   help="what the lines are (default: telemetry when a line or the CSV header has metric)")
+    p.add_argument("--format", choices=["jsonl", "csv"], help="default: by extension; stdin: { is JSON lines")
+    p.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    p.set_defaults(func=cmd_publish)
+    p = sub.add_parser("json-schema", help="write the JSON Schema of JSON input from the models (schemas/json/)")
+    p.add_argument("--out", help="folder to write to (default: the package's schemas/json)")
+    p.set_defaults(func=cmd_json_schema)
     sub.add_parser("ui", help="run the approval UI (web)").set_defaults(func=cmd_ui)
     p = sub.add_parser("lag", help="consumer lag of the product's groups, from the broker")
     p.add_argument("--json", action="store_true", help="one JSON object per report")
