@@ -1,5 +1,6 @@
-"""Ingestion adapters as Faust agents in the worker: Segment `track`/`group` calls and Salesforce
-Account change events in, telemetry events and CRM changes out — enabled by `MILESTONES_ADAPTERS`.
+"""Ingestion adapters as Faust agents in the worker: Segment `track`/`group` calls, Salesforce
+Account change events and Gainsight PX custom events in, telemetry events and CRM changes out —
+enabled by `MILESTONES_ADAPTERS`.
 
 Why in the worker and not a separate bridge: the adapters share its consumer group, dead letters,
 metrics and probes. Exactly once holds without transactions: each output is acknowledged by the
@@ -19,7 +20,7 @@ import faust
 from prometheus_client import Counter
 
 from milestone_stream import faust_compat, observability
-from milestone_stream.agents.ingest import salesforce_cdc, segment
+from milestone_stream.agents.ingest import gainsight_px, salesforce_cdc, segment
 from milestone_stream.agents.ingest.config import AdaptersConfig
 from milestone_stream.agents.ingest.mapping import Rejected, Skipped
 from milestone_stream.runtime import RAW, Runtime
@@ -50,6 +51,9 @@ class IngestAgents:
             cdc = self.config.salesforce_cdc
             self._install("salesforce_cdc", cdc.topic,
                           lambda doc, origin, at: salesforce_cdc.map_event(doc, cdc, origin))
+        if self.config.gainsight_px:
+            px = self.config.gainsight_px
+            self._install("gainsight_px", px.topic, lambda doc, origin, at: gainsight_px.map_event(doc, px, origin))
 
     def _install(self, adapter: str, topic_name: str, mapper: Any) -> None:
         rt = self.rt
