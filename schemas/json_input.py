@@ -14,14 +14,16 @@ carries, with the failing field and a bounded message.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from datetime import datetime
 from typing import Any, TypeVar
 
+from fastavro import schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from milestone_stream.schemas.codec import CodecError
+from milestone_stream.schemas.codec import CodecError, codec
 from milestone_stream.schemas.records import CrmChange, Record, TelemetryEvent
 
 #: the records a producer may send as JSON (the product's input topics); the rest are Avro only
@@ -79,10 +81,13 @@ def decode(record_type: type[R], data: bytes, max_bytes: int = MAX_DOCUMENT_BYTE
     # through the Avro contract and back: a JSON record is then exactly what the same record sent as
     # Avro reads as (times in UTC to the millisecond), and what Avro cannot hold (a partition beyond
     # 32 bits, a time that leaves the calendar in UTC) is refused here, not when a stage re-encodes it
+    # (the body alone, with the topic's current schema: the framing, single-object or a registry's, is beside the point)
+    schema = codec(record_type.schema_name).schema
     try:
-        return record_type.from_avro(record.to_avro())
-    except CodecError as exc:
-        problem = str(exc)
+        body = io.BytesIO()
+        schemaless_writer(body, schema, record.model_dump())
+        body.seek(0)
+        return record_type.model_validate(schemaless_reader(body, schema, schema))
     except (ValueError, TypeError, OverflowError) as exc:  # fastavro's: a value the Avro type cannot hold
         problem = f"{type(exc).__name__}: {exc}"
     raise InvalidDocument(f"{record_type.schema_name}: does not fit the Avro contract: {_cut(problem, 300)}")
