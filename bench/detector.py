@@ -1,6 +1,7 @@
 """Benchmark: the usage accumulator against a raw aiokafka consume→produce loop, same broker, same run.
 
     .venv/bin/python bench/detector.py [--events 100000] [--accounts 2000] [--partitions 6] [--rate 5000]
+                                       [--store rocksdb://]
 
 The worker logs at error level (its log is in the run's temporary folder); BENCH_WORKER_LOG_LEVEL
 changes that. MILESTONES_* variables (commit interval, linger, batch size) pass through to the worker.
@@ -9,7 +10,10 @@ Prints and appends to bench/results.md: sustained events/s of one worker (at_lea
 guarantee) and of the raw baseline over the same input, their ratio, the worker's peak RSS, and
 p50/p99 latency from publish to milestone visible to a read_committed consumer at a fixed rate.
 Beside them, the Faust floor (bench/faust_floor.py): the same input through Faust agents that do
-no work, to separate Faust's own per-message cost from the detector's.
+no work, to separate Faust's own per-message cost from the detector's; and the same job in Quix
+Streams (bench/quix_usage.py: RocksDB state with its changelog, exact dedupe), the peer issue 13
+measures the worker against. The worker's store is `--store` (MILESTONES_STORE; default rocksdb://,
+as issue 13 asks; memory:// for the in-memory tables).
 """
 from __future__ import annotations
 
@@ -117,14 +121,20 @@ async def raw_baseline(bootstrap, source, sink, total) -> float:
         await prod.stop()
 
 
-def start_worker(bootstrap, prefix, rules, data_dir, partitions) -> subprocess.Popen:
+def start_worker(bootstrap, prefix, rules, data_dir, partitions, store="rocksdb://") -> subprocess.Popen:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MILESTONES_TOPIC_PREFIX": prefix,
+           "MILESTONES_STORE": store,
            "MILESTONES_APP_ID": f"{prefix}detector", "MILESTONES_PARTITIONS": str(partitions),
            "MILESTONES_WEB_PORT": "0", "MILESTONES_DATA_DIR": str(data_dir), "MILESTONES_RULES": str(rules),
            "MILESTONES_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "error")}
     data_dir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "worker"], env=env,
                             stdout=open(data_dir / "worker.log", "ab"), stderr=subprocess.STDOUT)
+
+
+def start_quix(bootstrap, topic, group, sink, state_dir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "quix_usage.py"), bootstrap, topic, group, sink,
+                             str(state_dir)], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -160,7 +170,7 @@ async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, l
 
 async def latency(bootstrap, names, args, tmp) -> tuple[float, float, int]:
     """At a fixed rate, time from publish to the milestone read by a read_committed consumer."""
-    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / "w2", args.partitions)
+    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / "w2", args.partitions, args.store)
     consumer = AIOKafkaConsumer(names.milestones, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
@@ -209,6 +219,7 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rate", type=float, default=5_000)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--store", default="rocksdb://", help="the worker's MILESTONES_STORE (rocksdb:// or memory://)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
@@ -228,9 +239,11 @@ async def main() -> None:
         for names in (a, b):
             await ensure_topics(bootstrap, names.all(), args.partitions)
         sink = f"bench{run}.raw.out"
-        await ensure_topics(bootstrap, [sink, f"{a.telemetry}.floor"], args.partitions)
+        quix_sink = f"{a.telemetry}.quix.milestones"
+        await ensure_topics(bootstrap, [sink, f"{a.telemetry}.floor", quix_sink], args.partitions)
         await publish(bootstrap, a.telemetry, events(args.events, args.accounts))
-        worker = start_worker(bootstrap, a.prefix, tmp / "default-rules.yaml", tmp / "w1", args.partitions)
+        worker = start_worker(bootstrap, a.prefix, tmp / "default-rules.yaml", tmp / "w1", args.partitions,
+                              args.store)
         worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
                                            tmp / "w1" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
@@ -239,6 +252,9 @@ async def main() -> None:
             group, log = f"bench{run}.floor-{mode}", tmp / f"floor-{mode}.log"
             floors[mode], _ = await throughput(bootstrap, start_floor(bootstrap, a.telemetry, group, mode, log),
                                                group, a.telemetry, args, log)
+        group, log = f"bench{run}.quix", tmp / "quix.log"
+        quix = start_quix(bootstrap, a.telemetry, group, quix_sink, tmp / "quix-state", log)
+        quix_eps, quix_rss = await throughput(bootstrap, quix, group, a.telemetry, args, log)
         p50, p99, samples = await latency(bootstrap, b, args, tmp)
     finally:
         if kafka:
@@ -250,7 +266,7 @@ async def main() -> None:
         f"conditions: Kafka 3.9.1 local (1 node), {args.partitions} partitions, {args.events:,} events for "
         f"{args.accounts:,} accounts, {size}-byte Avro values, guarantee at_least_once, commit interval "
         f"{settings.commit_interval} s, producer linger {settings.producer_linger * 1000:g} ms, batches of "
-        f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, "
+        f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, worker store {args.store}, "
         f"tiers crossed evenly in the latency run, worker and broker on the same machine\n\n"
         f"| measure | value |\n| --- | --- |\n"
         f"| raw aiokafka consume→produce (baseline) | {raw_eps:,.0f} events/s |\n"
@@ -261,6 +277,10 @@ async def main() -> None:
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
         f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
+        f"| Quix Streams, same job (RocksDB state, changelog, exact dedupe) | {quix_eps:,.0f} events/s "
+        f"({quix_eps / raw_eps:.2f} x baseline) |\n"
+        f"| ratio worker / Quix | {worker_eps / quix_eps:.2f} |\n"
+        f"| Quix peak RSS | {quix_rss:,.0f} MiB |\n"
         f"| publish → milestone visible (read_committed) at {args.rate:,.0f} events/s | p50 {p50:,.0f} ms, "
         f"p99 {p99:,.0f} ms ({samples:,} milestones) |\n"
     )
