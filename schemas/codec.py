@@ -56,6 +56,11 @@ class Codec:
                 self._writers[schema_fingerprint(parsed)] = parsed
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        from milestone_stream.schemas import confluent  # imports this module
+
+        schema_id = confluent.writer_id(self.name)  # set when MILESTONES_WIRE_FORMAT=confluent
+        if schema_id is not None:
+            return confluent.encode(self, schema_id, record)
         out = io.BytesIO()
         out.write(MARKER)
         out.write(self.fingerprint)
@@ -63,6 +68,10 @@ class Codec:
         return out.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
+        if data is not None and data[:1] == b"\x00":  # the Confluent wire format (schemas/confluent.py)
+            from milestone_stream.schemas import confluent  # imports this module
+
+            return confluent.decode(self, data)
         if data is None or len(data) < HEADER_SIZE:
             raise CorruptBody(f"{self.name}: {0 if data is None else len(data)} bytes is shorter than the "
                               f"{HEADER_SIZE}-byte single-object header")

@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_sender)
     args = parser.parse_args(argv)
     try:
+        if args.command in _READS_OR_WRITES_VALUES:
+            _schema_registry()
         return args.func(args)
     except ConfigError as exc:
         print(exc.args[0] if exc.args else exc, file=sys.stderr)
@@ -318,6 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         return code
+
+
+#: the commands that decode or encode topic values (`up` starts processes that each do this themselves)
+_READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "deadletter", "resync", "publish-sample", "publish"})
+
+
+def _schema_registry() -> None:
+    """Both framings are read; with MILESTONES_SCHEMA_REGISTRY_URL its compatibility is checked first
+    (docs/schema-registry.md)."""
+    from milestone_stream.schema_registry import start
+
+    start(Settings.from_env())
 
 
 def _one_line(exc: Exception) -> int | None:

@@ -19,7 +19,7 @@ from faust.exceptions import FaustError
 from pydantic import ValidationError
 
 from milestone_stream.observability import DEAD_LETTERS
-from milestone_stream.schemas import json_input
+from milestone_stream.schemas import confluent, json_input
 from milestone_stream.schemas.codec import CodecError
 from milestone_stream.schemas.records import DeadLetter, Record
 
@@ -129,6 +129,7 @@ async def decode_or_park(record_type: type[R], *, value: bytes | None, key: byte
     try:
         if value is not None and json_input.accepts_json(record_type, value):  # a JSON telemetry event or CRM change
             return json_input.decode(record_type, value)
+        await confluent.prefetch(value)  # a Confluent-framed value's writer schema, fetched off the event loop
         return record_type.from_avro(value)
     except CodecError as exc:
         reason, error = exc.reason, str(exc)

@@ -77,6 +77,11 @@ class Settings(BaseModel):
     anniversary_interval: float = Field(5.0, alias="MILESTONES_ANNIVERSARY_INTERVAL", gt=0)
     now: str | None = Field(None, alias="MILESTONES_NOW")  # start the injected clock at this instant
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="MILESTONES_LOG_LEVEL")
+    # the Confluent wire format (docs/schema-registry.md): a Confluent-compatible registry's URL, and the
+    # framing this process writes (both framings are read on every topic)
+    schema_registry_url: str | None = Field(None, alias="MILESTONES_SCHEMA_REGISTRY_URL",
+                                            pattern=r"^https?://[^\s]+$")
+    wire_format: Literal["single-object", "confluent"] = Field("single-object", alias="MILESTONES_WIRE_FORMAT")
 
     # drafting (the drafter agent in the worker)
     anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")

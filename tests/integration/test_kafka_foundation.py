@@ -35,7 +35,8 @@ async def test_produce_consume_round_trip_through_the_codec(kafka_bootstrap, cre
 async def test_every_bad_input_lands_in_deadletter_with_reason_and_origin(kafka_bootstrap, created_topics):
     good = event(1).to_avro()
     bad = {
-        "wrong_marker": b"\x00\x01" + good[2:],
+        "wrong_marker": b"\x01\x01" + good[2:],  # (a first byte 00 is the Confluent wire format's magic)
+        "no_schema_registry": b"\x00\x00\x00\x00\x01" + good[10:],  # Confluent-framed, no registry configured
         "unknown_schema": good[:2] + b"\xff" * 8 + good[10:],
         "corrupt_body": good[:-3],
         # decodes, but breaks the model: an empty account id

@@ -88,7 +88,7 @@ def test_a_request_written_before_milestone_titles_reads_without_them():
 
 def test_wrong_marker_is_a_typed_error():
     data = bytearray(event().to_avro())
-    data[0] = 0x00
+    data[0] = 0x01  # (00 is the Confluent wire format's magic byte: tests/unit/test_confluent_wire.py)
     with pytest.raises(WrongMarker, match="marker"):
         TelemetryEvent.from_avro(bytes(data))
 
