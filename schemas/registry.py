@@ -150,10 +150,11 @@ class SchemaRegistry:
         messages = answer.get("messages") or []
         return answer.get("is_compatible") is True, [str(m) for m in messages][:5]
 
-    def level(self, subject: str) -> str:
-        """The compatibility level in force for `subject` (its own, else the registry's global one)."""
-        answer = self._request("GET", f"/config/{_seg(subject)}", params={"defaultToGlobal": "true"})
-        return str(answer.get("compatibilityLevel") or answer.get("compatibility") or "")
+    def level(self, subject: str | None) -> str:
+        """The compatibility level set on `subject`, or the registry's global one for None; `RegistryRefused`
+        with status 404 when the subject has no level of its own."""
+        answer = self._request("GET", "/config" if subject is None else f"/config/{_seg(subject)}")
+        return str(answer.get("compatibilityLevel") or answer.get("compatibility") or "").upper()
 
     def set_level(self, subject: str, level: str) -> None:
         self._request("PUT", f"/config/{_seg(subject)}", {"compatibility": level})

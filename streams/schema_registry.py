@@ -61,10 +61,12 @@ def start(settings: Settings, registry: SchemaRegistry | None = None) -> None:
 
 def _check_and_register(registry: SchemaRegistry, found: list[Subject], writing: bool) -> dict[str, int]:
     ids: dict[str, int] = {}
+    default = registry.level(None)
     for subject in found:
-        level = _level(registry, subject.name)
+        own = _own_level(registry, subject.name)
+        level = own or default
         if level not in _CHECKING:
-            if writing and level in ("", "NONE"):
+            if writing and not own and level in ("", "NONE"):  # no one chose NONE for this subject
                 registry.set_level(subject.name, WRITER_LEVEL)
                 level = WRITER_LEVEL
             else:
@@ -80,10 +82,11 @@ def _check_and_register(registry: SchemaRegistry, found: list[Subject], writing:
     return ids
 
 
-def _level(registry: SchemaRegistry, subject: str) -> str:
+def _own_level(registry: SchemaRegistry, subject: str) -> str:
+    """The level set on `subject` itself; "" when it has none (404: 40408, or 40401 on older registries)."""
     try:
-        return registry.level(subject).upper()
+        return registry.level(subject)
     except RegistryRefused as exc:
-        if exc.status == 404:  # a registry that answers only subject-level configs
+        if exc.status == 404:
             return ""
         raise

@@ -18,7 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from milestone_stream.deadletter import DeadLetters, Parkable
 from milestone_stream.kafka_io import wait_for
+from milestone_stream.schemas import confluent
+from milestone_stream.schemas.codec import CodecError
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome
+from milestone_stream.schemas.registry import RegistryUnavailable
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class ApprovalView:
                 continue
             for tp, records in batch.items():
                 for r in records:
+                    await _schema_of(r.value)
                     try:
                         self.apply(tp.topic, r.value)
                     except Exception as exc:  # noqa: BLE001 — a bad record must not blind the UI
@@ -142,3 +146,18 @@ class ApprovalView:
         """The CSM's requests, newest first."""
         mine = [r for r in self.requests.values() if r.csm_email.lower() == csm_email.lower()]
         return sorted(mine, key=lambda r: r.created_at, reverse=True)
+
+
+async def _schema_of(value: bytes | None) -> None:
+    """A Confluent-framed value's writer schema, fetched off the event loop; while the schema registry
+    cannot answer, wait and ask again (an outage: the record is not the view's to park). What is the
+    record's fault is left to `apply`, which raises it again and parks the record."""
+    while True:
+        try:
+            await confluent.prefetch(value)
+            return
+        except CodecError:
+            return
+        except RegistryUnavailable as exc:
+            log.warning("approval view: the schema registry cannot answer; retrying", extra={"error": str(exc)})
+            await asyncio.sleep(2)
