@@ -196,7 +196,11 @@ class ApprovalDecision(Record):
 
 
 Outcome = Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]
-Purpose = Literal["customer_email", "csm_notification", "csm_webhook"]  # which message of an approval
+# which message of an approval: the approved note, the CSM's notification by email, webhook and Slack
+# (csm_slack; csm_slack_update once decided), or the CSM's daily digest (email, Slack), whose "approval
+# id" is the digest's own deterministic id
+Purpose = Literal["customer_email", "csm_notification", "csm_webhook", "csm_slack", "csm_slack_update",
+                  "csm_digest", "csm_digest_slack"]
 
 
 class EmailOutcome(Record):

@@ -10,11 +10,13 @@ from aiohttp import web
 from milestone_stream.deadletter import Position
 from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision
-from milestone_stream.settings import Settings
+from milestone_stream.settings import ConfigError, Settings
 from milestone_stream.signals import stop_on_signals
 from milestone_stream.sinks.approvals.signing import Signer
+from milestone_stream.sinks.approvals.slack import PATH, SlackInteractions
 from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.sinks.sender.slack import SlackApi
 from milestone_stream.topics import TopicNames
 
 
@@ -33,6 +35,9 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
 
             ui = ApprovalUI(view, signer, publish, trusted_header=settings.ui_trusted_header,
                             secure_cookies=settings.ui_url.startswith("https://"))
+            slack = slack_interactions(settings, ui)
+            if slack is not None:
+                ui.routes += slack.routes()
             runner = web.AppRunner(ui.app(), access_log=None)
             await runner.setup()
             await web.TCPSite(runner, settings.ui_bind, settings.ui_port).start()
@@ -41,3 +46,17 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
             await runner.cleanup()
     finally:
         await view.stop()
+
+
+def slack_interactions(settings: Settings, ui: ApprovalUI) -> SlackInteractions | None:
+    """The Slack endpoint when Slack is configured: the buttons the sender posts need both the bot token
+    (to look up who tapped) and the signing secret (to trust the tap); one without the other is an error."""
+    token, secret = settings.slack_bot_token, settings.slack_signing_secret
+    if token is None and secret is None:
+        return None
+    if token is None or secret is None:
+        missing = "MILESTONES_SLACK_BOT_TOKEN" if token is None else "MILESTONES_SLACK_SIGNING_SECRET"
+        raise ConfigError(f"{missing} must be set too: Slack approval buttons need the bot token "
+                          "and the signing secret")
+    print(f"approval UI: Slack interactions at {settings.ui_url}{PATH}", flush=True)
+    return SlackInteractions(ui, secret.get_secret_value(), SlackApi(token.get_secret_value(), settings.slack_api_url))

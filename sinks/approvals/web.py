@@ -67,6 +67,7 @@ class ApprovalUI:
         self.view, self.signer, self.publish = view, signer, publish
         self.trusted_header, self.secure_cookies, self.clock = trusted_header, secure_cookies, clock
         self._locks: dict[str, asyncio.Lock] = {}
+        self.routes: list[web.RouteDef] = []  # more endpoints (the Slack interactions), added before app()
         self.registry = CollectorRegistry()
         self.registry.register(ApprovalMetrics(view, clock))
 
@@ -75,7 +76,7 @@ class ApprovalUI:
         app.add_routes([web.get("/", self.inbox), web.get("/r/{id}", self.show), web.get("/r/{id}/edit", self.edit),
                         web.post("/r/{id}/decide", self.decide), web.get("/t/{token}", self.tap),
                         web.get("/s/{token}", self.sign_in),
-                        web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
+                        web.get("/healthz", self.healthz), web.get("/metrics", self.metrics), *self.routes])
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -174,17 +175,25 @@ class ApprovalUI:
         action = form.get("action")
         if action not in ("send", "dont_send"):
             return problem(400, "Unknown action", "Choose Send or Don't send.")
+        try:
+            if not await self.take(a, csm, action, form):
+                return self.request_page(a, key, status=409)
+        except ValueError as exc:
+            return problem(400, "Please check the draft", str(exc))
+        raise web.HTTPSeeOther(f"/r/{a.approval_id}")
+
+    async def take(self, a: ApprovalRequest, csm: str, action: str, form: Mapping[str, object]) -> bool:
+        """The one decision path (web form and Slack buttons): True if this decision was written and read
+        back; False if the request was no longer pending (decided before, or expired). ValueError: a
+        draft or recipient the form got wrong, nothing written."""
         lock = self._locks.setdefault(a.approval_id, asyncio.Lock())
         async with lock:  # a double click on this process: the second waits, then sees the first decision
             if self.view.status(a.approval_id, self.clock()) != "pending":
-                return self.request_page(a, key, status=409)
-            try:
-                decision = self.decision(a, csm, action, form)
-            except ValueError as exc:
-                return problem(400, "Please check the draft", str(exc))
+                return False
+            decision = self.decision(a, csm, action, form)
             meta = await self.publish(decision)
             await self.view.caught_up_to(meta.topic, meta.partition, meta.offset)
-        raise web.HTTPSeeOther(f"/r/{a.approval_id}")
+        return True
 
     def decision(self, a: ApprovalRequest, csm: str, action: str, form: Mapping[str, object]) -> ApprovalDecision:
         now = self.clock()

@@ -77,7 +77,7 @@ def subject_text(value: str) -> str:
 
 
 def message_id(approval_id: str, domain: str, purpose: str = "customer_email") -> str:
-    prefix = "" if purpose == "customer_email" else "notify."
+    prefix = {"customer_email": "", "csm_digest": "digest."}.get(purpose, "notify.")
     return f"<{prefix}{approval_id}@{domain}>"
 
 

@@ -1,5 +1,5 @@
 """The sender: approved decisions become exactly one email; new requests notify their CSM (by email,
-and by a Slack-compatible webhook when one is configured).
+by a Slack-compatible webhook, and by a Slack direct message with buttons, when configured).
 
 Protocol, per message (customer email or CSM notification), against `emails.outcomes`:
 1. `attempting` is written and acknowledged by the broker *before* the message goes to SMTP;
@@ -7,6 +7,8 @@ Protocol, per message (customer email or CSM notification), against `emails.outc
    or `failed` (permanent, or retries exhausted: also dead-lettered);
 3. a message whose last record is `attempting` was cut off by a crash between hand-off and record:
    it is recorded `unknown` and shown to the CSM — never sent a second time.
+A Slack post follows the same protocol (`csm_slack`); once the request is decided (in Slack or the
+web UI) the post is updated to show the decision (`csm_slack_update`, which is safe to repeat).
 The input offset is committed only after the outcome is recorded. The outcomes topic is the
 sender's whole state, re-read at every partition assignment, so any sender process can take over.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -23,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park, is_outage
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
-from milestone_stream.sinks.sender import mail, webhook
+from milestone_stream.sinks.sender import mail, slack, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
 from milestone_stream.topics import TopicNames
 
@@ -35,12 +38,15 @@ class Sender:
                  links: Callable[[ApprovalRequest], dict[str, str]], *,
                  domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
                  backoff: tuple[float, float] = (1.0, 60.0), webhook: str | None = None,
+                 slack_api: slack.SlackApi | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
         self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
         self.domain, self.sender_address = domain, sender_address
         self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
         self.webhook = webhook          # a Slack-compatible incoming webhook for CSM notifications, optional
+        self.slack = slack_api          # Slack direct messages with approval buttons, optional
+        self._reloaded = 0.0            # when update_slack last re-read the outcomes (monotonic)
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
         # set once the outcomes are re-read after an assignment: aiokafka may hand out records of the
         # new assignment while its listener is still running, and they must not be handled before
@@ -102,14 +108,35 @@ class Sender:
             if self.webhook:
                 url, text = self.webhook, webhook.summary(record, links)
                 await self.once(record.approval_id, "csm_webhook", r, lambda: webhook.post(url, text))
+            if self.slack:
+                api, (text, blocks) = self.slack, slack.request_message(record, links)
+                await self.once(record.approval_id, "csm_slack", r,
+                                lambda: api.post_direct(record.csm_email, text, blocks))
         elif isinstance(record, ApprovalDecision):
             if record.decision == "dont_send":
                 if not self._done(record.approval_id, "customer_email"):
                     await self.record(record.approval_id, "customer_email", "not_sent", 0,
                                       record.reason or "the CSM chose not to send")
-                return
-            await self.email_once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
-                record, _csm_name(record), self.domain, self.sender_address))
+            else:
+                await self.email_once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
+                    record, _csm_name(record), self.domain, self.sender_address))
+            if self.slack:
+                await self.update_slack(record, r)
+
+    async def update_slack(self, decision: ApprovalDecision, origin: Parkable) -> None:
+        """Show the decision in the CSM's Slack message, if one was posted (by any sender process: one
+        that has not seen the post re-reads the outcomes once)."""
+        if self.slack is None or self._done(decision.approval_id, "csm_slack_update"):
+            return
+        if not self._done(decision.approval_id, "csm_slack") and time.monotonic() - self._reloaded > 5:
+            self._reloaded = time.monotonic()  # at most every 5 s: a backlog of old decisions re-reads rarely
+            await self.reload()
+        where = next((slack.posted(o.detail) for o in self.outcomes.get((decision.approval_id, "csm_slack"), [])
+                      if o.outcome == "sent"), None)
+        if where is None:
+            return  # never posted (Slack was off then, the post failed, or its result is unknown)
+        api, (text, blocks) = self.slack, slack.decided_message(decision)
+        await self.once(decision.approval_id, "csm_slack_update", origin, lambda: api.update(where, text, blocks))
 
     def _done(self, approval_id: str, purpose: str) -> bool:
         return any(o.terminal for o in self.outcomes.get((approval_id, purpose), []))
@@ -153,7 +180,7 @@ class Sender:
                 if exc.permanent or waited >= self.retry_seconds:
                     why = str(exc) if exc.permanent else f"retries exhausted after {waited:.0f}s: {exc}"
                     return await self.give_up(approval_id, purpose, origin, attempt, why, "delivery_failed")
-                delay = min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1])
+                delay = max(min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1]), exc.retry_after or 0)
                 await self.record(approval_id, purpose, "retrying", attempt, f"{exc}; next try in {delay:.0f}s")
                 await asyncio.sleep(delay)
                 continue

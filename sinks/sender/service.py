@@ -10,6 +10,7 @@ from milestone_stream.signals import stop_on_signals
 from milestone_stream.sinks.approvals.links import one_tap_links
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.sender.outbox import Sender
+from milestone_stream.sinks.sender.slack import SlackApi
 from milestone_stream.sinks.sender.smtp import SmtpConfig
 from milestone_stream.topics import TopicNames
 
@@ -23,6 +24,8 @@ async def serve_sender(settings: Settings, bootstrap: str) -> None:
     sender = Sender(bootstrap, TopicNames(settings.topic_prefix), f"{settings.app_id}-sender", smtp,
                     one_tap_links(settings, signer), domain=settings.message_id_domain,
                     sender_address=settings.sender_address, retry_seconds=settings.send_retry_seconds,
-                    webhook=settings.slack_webhook)
+                    webhook=settings.slack_webhook,
+                    slack_api=SlackApi(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+                    if settings.slack_bot_token else None)
     print(f"sender: SMTP {settings.smtp_host}:{settings.smtp_port} ({settings.smtp_security})", flush=True)
     await sender.run(stop_on_signals())

@@ -16,9 +16,10 @@ import aiosmtplib
 class NotDelivered(Exception):
     """Known not delivered; `permanent` says whether a retry could help."""
 
-    def __init__(self, detail: str, permanent: bool) -> None:
+    def __init__(self, detail: str, permanent: bool, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.permanent = permanent
+        self.retry_after = retry_after  # seconds the service asked us to wait (an HTTP 429's Retry-After)
 
 
 class DeliveryUnknown(Exception):

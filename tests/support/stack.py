@@ -26,10 +26,14 @@ from milestone_stream.schemas.records import (
 from milestone_stream.settings import Settings
 from milestone_stream.sinks.approvals.links import one_tap_links
 from milestone_stream.sinks.approvals.signing import Signer
+from milestone_stream.sinks.approvals.slack import SlackInteractions
 from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
 from milestone_stream.sinks.sender.outbox import Sender
+from milestone_stream.sinks.sender.slack import SlackApi
 from milestone_stream.sinks.sender.smtp import SmtpConfig
+
+from support import slack_api
 
 NOW = datetime.now(UTC)
 JANE = Contact(name="Jane Doe", email="jane@acme.example", role="executive_sponsor")
@@ -115,7 +119,7 @@ class ApprovalStack:
     """UI (aiohttp on a free port) and sender (its own consumer group), both on this event loop."""
 
     def __init__(self, bootstrap: str, topics, smtp_port: int, *, backoff=(0.2, 1.0), retry_seconds=60,
-                 webhook: str | None = None) -> None:
+                 webhook: str | None = None, slack_url: str | None = None) -> None:
         self.bootstrap, self.topics = bootstrap, topics
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -124,7 +128,9 @@ class ApprovalStack:
         self.sender = Sender(bootstrap, topics, f"{topics.prefix}sender",
                              SmtpConfig(host="127.0.0.1", port=smtp_port, timeout=10),
                              one_tap_links(self.settings, self.signer), domain=DOMAIN,
-                             retry_seconds=retry_seconds, backoff=backoff, webhook=webhook)
+                             retry_seconds=retry_seconds, backoff=backoff, webhook=webhook,
+                             slack_api=SlackApi(slack_api.TOKEN, slack_url) if slack_url else None)
+        self.slack_url = slack_url
         self._stop = asyncio.Event()
 
     async def __aenter__(self) -> ApprovalStack:
@@ -138,6 +144,9 @@ class ApprovalStack:
                                             value=decision.to_avro())
 
         self.ui = ApprovalUI(self.view, self.signer, publish)
+        if self.slack_url:  # the UI's Slack endpoint, as `milestones ui` adds it
+            self.ui.routes += SlackInteractions(self.ui, slack_api.SIGNING_SECRET,
+                                                SlackApi(slack_api.TOKEN, self.slack_url)).routes()
         self._runner = web.AppRunner(self.ui.app())
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
