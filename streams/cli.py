@@ -69,6 +69,22 @@ def cmd_sender(args: argparse.Namespace) -> int:
     return _serve(serve_sender)
 
 
+def cmd_gainsight(args: argparse.Namespace) -> int:
+    """Each sent email as a Gainsight CS Timeline activity (docs/gainsight.md); off when its URL is unset."""
+    from milestone_stream.sinks.gainsight.config import GainsightSettings
+    from milestone_stream.sinks.gainsight.service import serve_gainsight
+
+    s, g = Settings.from_env(), GainsightSettings.from_env()
+    logs.configure(s.log_level)
+    if not g.enabled:
+        print("gainsight: MILESTONES_GAINSIGHT_URL is not set; the stage is off", flush=True)
+        return 0
+    bootstrap = _require_bootstrap(s)
+    asyncio.run(_ensure_topics(s, bootstrap))
+    asyncio.run(serve_gainsight(s, bootstrap, g))
+    return 0
+
+
 def _serve(service: Callable[[Settings, str], Coroutine[Any, Any, None]]) -> int:
     """Run a service of the approval side: its settings checked first (the signing key included)."""
     s = Settings.from_env()
@@ -304,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_resync)
     p = sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP")
     p.set_defaults(func=cmd_sender)
+    p = sub.add_parser("gainsight", help="record each sent email as a Gainsight CS Timeline activity")
+    p.set_defaults(func=cmd_gainsight)
     args = parser.parse_args(argv)
     try:
         if args.command in _READS_OR_WRITES_VALUES:
@@ -323,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: the commands that decode or encode topic values (`up` starts processes that each do this themselves)
-_READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "deadletter", "resync", "publish-sample", "publish"})
+_READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "gainsight", "deadletter", "resync", "publish-sample",
+                                     "publish"})
 
 
 def _schema_registry() -> None:

@@ -22,6 +22,8 @@ TOPICS = {
     "approval_requests": ("approvals.requests", "approval_request"),
     "approval_decisions": ("approvals.decisions", "approval_decision"),
     "email_outcomes": ("emails.outcomes", "email_outcome"),
+    # each sent email recorded in a CRM (Gainsight CS Timeline): the outbound stage's state, key approval_id
+    "activity_outcomes": ("activities.outcomes", "activity_outcome"),
     "deadletter": ("deadletter", "dead_letter"),
     # Salesforce CDC gaps: CRM records to re-read (key: entity name)
     "resync": ("crm.resync", "resync_needed"),
