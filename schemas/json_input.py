@@ -55,6 +55,11 @@ class InvalidDocument(CodecError):
 
 def is_json(data: bytes) -> bool:
     """A JSON document (an object) rather than Avro: `{` is the first byte after JSON whitespace."""
+    first = data[:1]
+    if first == b"{":
+        return True
+    if not first or first not in WHITESPACE:  # the hot path: Avro starts with C3 (or a registry's 00)
+        return False
     return data.lstrip(WHITESPACE)[:1] == b"{"
 
 
