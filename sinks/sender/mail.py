@@ -218,3 +218,28 @@ def notification(request: ApprovalRequest, links: dict[str, str], domain: str, s
                     sender=mailbox("Milestone Stream", sender_address or request.csm_email), reply_to=None,
                     msgid=message_id(request.approval_id, domain, "csm_notification"),
                     when=when, text=text, html=None)
+
+
+def _line(text: str, limit: int) -> str:
+    """A value from data on one line of a plain-text email: no control characters, at most `limit`."""
+    one = " ".join("".join(" " if c.isspace() else "" if unicodedata.category(c) in _INVISIBLE else c
+                           for c in text or "").split())
+    return one if len(one) <= limit else one[:limit - 1] + "…"
+
+
+def digest(digest_id: str, csm_email: str, day: str, stale: list[ApprovalRequest], expiring: list[ApprovalRequest],
+           inbox_link: str, domain: str, sender_address: str | None, when: datetime, listed: int = 50) -> Outgoing:
+    """The CSM's daily digest: pending requests waiting more than a day, and requests about to expire."""
+    parts = [f"Good morning! {len(stale) + len(expiring)} approval requests need you today ({day}).\n"]
+    for heading, items in (("Waiting for you for more than a day", stale), ("Expiring within a day", expiring)):
+        if items:
+            parts.append(f"\n{heading} ({len(items)}):\n")
+            parts += [f"- {_line(r.account_name, 120)}: {_line(r.subject, 160)} "
+                      f"(expires {r.expires_at:%Y-%m-%d %H:%M} UTC)\n" for r in items[:listed]]
+            if len(items) > listed:
+                parts.append(f"- …and {len(items) - listed} more\n")
+    parts.append(f"\nOpen your approvals: {inbox_link}\n")
+    return _message(f"Your approvals digest for {day}: {len(stale) + len(expiring)} waiting",
+                    [mailbox("", csm_email)], sender=mailbox("Milestone Stream", sender_address or csm_email),
+                    reply_to=None, msgid=message_id(digest_id, domain, "csm_digest"), when=when,
+                    text="".join(parts), html=None)

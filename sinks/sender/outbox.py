@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -28,6 +29,9 @@ from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
 from milestone_stream.sinks.sender import mail, slack, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
+
+if TYPE_CHECKING:
+    from milestone_stream.sinks.sender.digest import Digest
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ class Sender:
                  links: Callable[[ApprovalRequest], dict[str, str]], *,
                  domain: str, sender_address: str | None = None, retry_seconds: float = 3600,
                  backoff: tuple[float, float] = (1.0, 60.0), webhook: str | None = None,
-                 slack_api: slack.SlackApi | None = None,
+                 slack_api: slack.SlackApi | None = None, digest: Digest | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.bootstrap, self.names, self.group_id, self.smtp = bootstrap, names, group_id, smtp
         self.links = links              # approval request → {"send": url, "edit": url, "dont_send": url}
@@ -47,6 +51,8 @@ class Sender:
         self.webhook = webhook          # a Slack-compatible incoming webhook for CSM notifications, optional
         self.slack = slack_api          # Slack direct messages with approval buttons, optional
         self._reloaded = 0.0            # when update_slack last re-read the outcomes (monotonic)
+        self.digest = digest            # the CSMs' daily digest, sent by the sender holding requests[0]
+        self.assigned: set[TopicPartition] = set()
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
         # set once the outcomes are re-read after an assignment: aiokafka may hand out records of the
         # new assignment while its listener is still running, and they must not be handled before
@@ -66,6 +72,7 @@ class Sender:
             consumer.subscribe([self.names.approval_requests, self.names.approval_decisions],
                                listener=_Reload(self))
             await consumer.start()
+            digests = asyncio.create_task(self.digest.run(self, stop)) if self.digest else None
             try:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=500)
@@ -87,6 +94,9 @@ class Sender:
                                             "and recognised from its outcome", extra={"error": str(exc)})
                                 break
             finally:
+                if digests is not None:
+                    digests.cancel()
+                    await asyncio.gather(digests, return_exceptions=True)
                 await consumer.stop()
 
     async def reload(self) -> None:
@@ -138,10 +148,14 @@ class Sender:
         api, (text, blocks) = self.slack, slack.decided_message(decision)
         await self.once(decision.approval_id, "csm_slack_update", origin, lambda: api.update(where, text, blocks))
 
+    def owns_digest(self) -> bool:
+        """One sender of the group sends digests: the one holding partition 0 of approvals.requests."""
+        return TopicPartition(self.names.approval_requests, 0) in self.assigned
+
     def _done(self, approval_id: str, purpose: str) -> bool:
         return any(o.terminal for o in self.outcomes.get((approval_id, purpose), []))
 
-    async def email_once(self, approval_id: str, purpose: Purpose, origin: Parkable,
+    async def email_once(self, approval_id: str, purpose: Purpose, origin: Parkable | None,
                          build: Callable[[], mail.Outgoing]) -> None:
         """Build the email and its envelope (a refused header or address is a permanent failure), then
         deliver it once."""
@@ -155,7 +169,7 @@ class Sender:
         await self.once(approval_id, purpose, origin,
                         lambda: deliver(self.smtp, out.message, out.sender, out.recipients))
 
-    async def once(self, approval_id: str, purpose: Purpose, origin: Parkable,
+    async def once(self, approval_id: str, purpose: Purpose, origin: Parkable | None,
                    attempt_delivery: Callable[[], Awaitable[str]]) -> None:
         """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown."""
         history = self.outcomes.get((approval_id, purpose), [])
@@ -186,12 +200,14 @@ class Sender:
                 continue
             return await self.record(approval_id, purpose, "sent", attempt, reply)
 
-    async def give_up(self, approval_id: str, purpose: Purpose, origin: Parkable, attempt: int, why: str,
+    async def give_up(self, approval_id: str, purpose: Purpose, origin: Parkable | None, attempt: int, why: str,
                       reason: str) -> None:
-        """Dead-letter the input (for a replay after a fix), then record the failure the CSM sees."""
-        await self._dead.send(stage="sender", reason=reason, error=f"{purpose} {approval_id}: {why}",
-                              topic=origin.topic, partition=origin.partition, offset=origin.offset,
-                              key=origin.key, value=origin.value)
+        """Dead-letter the input (for a replay after a fix), then record the failure the CSM sees. A
+        message made from no input record (a digest) has nothing to replay: its failure is recorded."""
+        if origin is not None:
+            await self._dead.send(stage="sender", reason=reason, error=f"{purpose} {approval_id}: {why}",
+                                  topic=origin.topic, partition=origin.partition, offset=origin.offset,
+                                  key=origin.key, value=origin.value)
         await self.record(approval_id, purpose, "failed", attempt, why)
 
     async def record(self, approval_id: str, purpose: Purpose, outcome: Outcome, attempt: int,
@@ -216,7 +232,9 @@ class _Reload(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.sender.loaded.clear()
+        self.sender.assigned.clear()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.sender.assigned = set(assigned)
         await self.sender.reload()
         self.sender.loaded.set()

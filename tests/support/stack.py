@@ -24,11 +24,12 @@ from milestone_stream.schemas.records import (
     EmailOutcome,
 )
 from milestone_stream.settings import Settings
-from milestone_stream.sinks.approvals.links import one_tap_links
+from milestone_stream.sinks.approvals.links import one_tap_links, sign_in_link
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.slack import SlackInteractions
 from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.sinks.sender.digest import Digest
 from milestone_stream.sinks.sender.outbox import Sender
 from milestone_stream.sinks.sender.slack import SlackApi
 from milestone_stream.sinks.sender.smtp import SmtpConfig
@@ -119,7 +120,8 @@ class ApprovalStack:
     """UI (aiohttp on a free port) and sender (its own consumer group), both on this event loop."""
 
     def __init__(self, bootstrap: str, topics, smtp_port: int, *, backoff=(0.2, 1.0), retry_seconds=60,
-                 webhook: str | None = None, slack_url: str | None = None) -> None:
+                 webhook: str | None = None, slack_url: str | None = None, digest_hour: int | None = None,
+                 clock=None, digest_interval: float = 0.3) -> None:
         self.bootstrap, self.topics = bootstrap, topics
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -129,13 +131,18 @@ class ApprovalStack:
                              SmtpConfig(host="127.0.0.1", port=smtp_port, timeout=10),
                              one_tap_links(self.settings, self.signer), domain=DOMAIN,
                              retry_seconds=retry_seconds, backoff=backoff, webhook=webhook,
-                             slack_api=SlackApi(slack_api.TOKEN, slack_url) if slack_url else None)
+                             slack_api=SlackApi(slack_api.TOKEN, slack_url) if slack_url else None,
+                             **({"clock": clock} if clock else {}))
+        self.digest_hour, self.digest_interval = digest_hour, digest_interval
         self.slack_url = slack_url
         self._stop = asyncio.Event()
 
     async def __aenter__(self) -> ApprovalStack:
         self.view = ApprovalView(self.bootstrap, self.topics)
         await self.view.start()
+        if self.digest_hour is not None:  # as `milestones sender` runs it, on the same view here
+            self.sender.digest = Digest(self.view, self.digest_hour, lambda csm: sign_in_link(self.settings, csm),
+                                        interval=self.digest_interval)
         self._producer_cm = producer(self.bootstrap)
         prod = await self._producer_cm.__aenter__()
 
