@@ -210,8 +210,10 @@ def cmd_publish_sample(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     """Telemetry or CRM changes from a JSON-lines or CSV file (or stdin) to the product topics; exit 1
     when any line was refused (the valid ones are sent all the same)."""
+    from datetime import datetime, timedelta
+
     from milestone_stream.ops.progress import Progress
-    from milestone_stream.ops.publish import guess_format, publish
+    from milestone_stream.ops.publish import guess_format, publish, retime_shift
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -219,16 +221,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # closed by the with below
     except OSError as exc:
-        raise ConfigError(f"milestones: cannot read {args.file}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     with stream:
         regular = args.file != "-" and Path(args.file).is_file()
         head = stream.peek(64)[:64]  # type: ignore[union-attr]  # both are buffered readers
         fmt = args.format or guess_format(args.file, head)
         progress = Progress(sys.stdout, Path(args.file).stat().st_size if regular else None)
+        if args.retime and not regular:
+            raise ConfigError("--retime reads the file twice: give a file, not stdin")
+        shift = retime_shift(stream, fmt, args.kind, datetime.now(UTC)) if args.retime else timedelta(0)
         if bootstrap:
             asyncio.run(_ensure_topics(s, bootstrap))
         summary = asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap, names=TopicNames(s.topic_prefix),
-                                      progress=progress))
+                                      progress=progress, shift=shift))
     print("\n".join(summary.lines()), flush=True)
     return 1 if summary.refused else 0
 
@@ -295,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="what the lines are (default: telemetry when a line or the CSV header has metric)")
     p.add_argument("--format", choices=["jsonl", "csv"], help="default: by extension; stdin: { is JSON lines")
     p.add_argument("--dry-run", action="store_true", help="validate every line, send nothing")
+    p.add_argument("--retime", action="store_true",
+                   help="move every time by one amount so the latest is a minute ago (samples, demos; ids unchanged)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("json-schema", help="write the JSON Schema of JSON input from the models (schemas/json/)")
     p.add_argument("--out", help="folder to write to (default: the package's schemas/json)")

@@ -25,6 +25,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Literal
 
 from milestone_stream.kafka_io import producer
@@ -235,11 +236,34 @@ def read(stream: BinaryIO, fmt: Format, kind: Kind | None) -> tuple[Reader, Iter
     return reader, (jsonl(reader, kind) if fmt == "jsonl" else csv_rows(reader, kind))
 
 
+def retime_shift(stream: BinaryIO, fmt: Format, kind: Kind | None, now: datetime) -> timedelta:
+    """`--retime`: the one shift (whole seconds) that makes the latest valid line's time a minute before
+    `now`, read in a first pass over the file (then rewound). Why: a sample or demo file keeps its
+    shape whenever it is published, instead of ageing out of the dedupe horizon; the ids are those
+    of the lines as written, so publishing it again later still counts nothing twice."""
+    _, items = read(stream, fmt, kind)
+    latest = max((i.record.occurred_at for i in items if isinstance(i, Line)), default=None)
+    stream.seek(0)
+    if latest is None:
+        return timedelta(0)
+    return timedelta(seconds=round((now - timedelta(minutes=1) - latest).total_seconds()))
+
+
+def _shifted(items: Iterator[Line | Refusal], shift: timedelta) -> Iterator[Line | Refusal]:
+    for item in items:
+        if isinstance(item, Line) and shift:
+            item = Line(item.number, item.kind, item.record.model_copy(
+                update={"occurred_at": item.record.occurred_at + shift}))
+        yield item
+
+
 async def publish(stream: BinaryIO, fmt: Format, kind: Kind | None, *, bootstrap: str | None, names: TopicNames,
-                  progress: Progress) -> Summary:
-    """Validate every line; send the valid ones unless `bootstrap` is None (a dry run)."""
+                  progress: Progress, shift: timedelta = timedelta(0)) -> Summary:
+    """Validate every line; send the valid ones unless `bootstrap` is None (a dry run), their times
+    moved by `shift` (`--retime`)."""
     summary = Summary(dry_run=bootstrap is None)
-    reader, items = read(stream, fmt, kind)
+    reader, lines = read(stream, fmt, kind)
+    items = _shifted(lines, shift)
     topics: dict[Kind, str] = {"telemetry": names.telemetry, "crm": names.crm}
     if bootstrap is None:
         for item in items:

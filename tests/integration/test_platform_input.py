@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.kafka_io import producer, read_topic, wait_for
+from milestone_stream.ops import publish as pub
 from milestone_stream.schemas.records import CrmChange, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
@@ -117,6 +118,26 @@ async def test_a_dry_run_validates_and_sends_nothing(kafka_bootstrap, topics, tm
     values = {c.field: c.value for c in changes["initech"].changes}
     assert values["roi_percent"] == 120 and values["adoption.sso"] is True and values["name"] == "Initech"
     assert changes["initech"].contacts[0].email == "bill@initech.example"
+
+
+async def test_retime_publishes_a_dated_sample_as_of_now_with_the_same_ids(kafka_bootstrap, topics):
+    await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
+    sample = REPO / "samples" / "telemetry.jsonl"
+    result = run_cli(["publish", "--retime", str(sample)], kafka_bootstrap, topics.prefix)
+    assert result.returncode == 0 and b"sent: 19 telemetry events" in result.stdout, result.stderr
+    sent = [TelemetryEvent.from_avro(r.value) for r in await read_topic(kafka_bootstrap, topics.telemetry)]
+    latest = max(e.occurred_at for e in sent)
+    assert timedelta(seconds=30) < datetime.now(UTC) - latest < timedelta(minutes=5)
+    as_written = [line.record for line in pub.read(sample.open("rb"), "jsonl", None)[1]]
+    assert sorted(e.event_id for e in sent) == sorted(e.event_id for e in as_written)
+    shifts = {e.occurred_at - w.occurred_at for e, w in zip(sorted(sent, key=lambda e: e.event_id),
+                                                             sorted(as_written, key=lambda e: e.event_id), strict=True)}
+    assert len(shifts) == 1  # one shift for every line: the file keeps its shape
+    stdin = run_cli(["publish", "--retime", "-"], kafka_bootstrap, topics.prefix, stdin=sample.read_bytes())
+    assert stdin.returncode == 2
+    assert stdin.stderr == b"milestones: configuration error: --retime reads the file twice: give a file, not stdin\n"
+    missing = run_cli(["publish", "no-such-file.jsonl"], kafka_bootstrap, topics.prefix)
+    assert missing.returncode == 2 and missing.stderr.startswith(b"milestones: configuration error: cannot read")
 
 
 def test_publish_to_an_unreachable_broker_is_one_line(tmp_path, topics):

@@ -133,3 +133,24 @@ def test_the_progress_bar_draws_on_a_terminal_only():
     bar.update(500, 50, force=True)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+def test_retime_moves_every_time_by_one_shift_and_keeps_the_ids():
+    from datetime import UTC, datetime, timedelta
+
+    text = "\n".join(json.dumps({**EVENT, "occurred_at": t}) for t in
+                     ("2026-01-01T10:00:00Z", "2026-01-01T12:00:00Z", "bad time")) + "\n"
+    stream = io.BytesIO(text.encode())
+    now = datetime(2027, 6, 1, 8, 30, 15, 600_000, tzinfo=UTC)
+    shift = pub.retime_shift(stream, "jsonl", None, now)
+    assert stream.tell() == 0  # rewound for the pass that sends
+    assert shift == timedelta(seconds=round((now - timedelta(minutes=1)
+                                             - datetime(2026, 1, 1, 12, tzinfo=UTC)).total_seconds()))
+    plain = items(text)
+    moved = list(pub._shifted(iter(plain), shift))
+    shifts = [m.record.occurred_at - p.record.occurred_at for m, p in zip(moved[:2], plain[:2], strict=True)]
+    assert shifts == [shift] * 2
+    assert [m.record.event_id for m in moved[:2]] == [p.record.event_id for p in plain[:2]]
+    assert moved[1].record.occurred_at == datetime(2027, 6, 1, 8, 29, 16, tzinfo=UTC)
+    assert isinstance(moved[2], Refusal)
+    assert pub.retime_shift(io.BytesIO(b"not json\n"), "jsonl", None, now) == timedelta(0)
