@@ -154,3 +154,40 @@ async def test_slack_429_is_retried_after_retry_after_and_errors_are_recorded(ka
     assert any(d.reason == "delivery_failed" and stranger.approval_id in d.error
                for d in await dead_letters(kafka_bootstrap, approval_topics))
     assert len(smtp.mailbox.notifications()) == 2  # the email notifications are independent of Slack
+
+
+async def test_malformed_or_unsigned_interactions_are_4xx_never_a_500_and_decide_nothing(kafka_bootstrap,
+                                                                                          approval_topics, slack):
+    req = approval_request(5, csm=CSM, recipients=())  # no recipient: Send is not offered, a forged one is refused
+    await publish(kafka_bootstrap, approval_topics.approval_requests, [req])
+    good = block_actions(SAM, "send", req.approval_id)
+    now = str(int(time.time()))
+    cases = [
+        (good, {}, 401),                                                              # no signature at all
+        (good, {**signed_headers(good), "X-Slack-Request-Timestamp": "soon"}, 401),   # not an integer
+        (good, {**signed_headers(good), "X-Slack-Signature": "v0=é" + "0" * 63}, 401),  # non-ASCII
+        (good, {**signed_headers(good), "X-Slack-Signature": "v1=" + "0" * 64}, 401),
+        (b"payload=%FF%FE\xff", signed_headers(b"payload=%FF%FE\xff"), 401),          # not UTF-8 (as signed)
+        (b"payload=not-json", signed_headers(b"payload=not-json"), 400),
+        (b"payload=%5B%5D", signed_headers(b"payload=%5B%5D"), 400),                  # JSON, not an object
+        (b"other=1", signed_headers(b"other=1"), 400),
+        (b"", {"X-Slack-Request-Timestamp": now, "X-Slack-Signature": "v0="}, 401),
+    ]
+    wrong_kind = block_actions(SAM, "send", req.approval_id).replace(b"block_actions", b"view_submission")
+    cases.append((wrong_kind, signed_headers(wrong_kind), 400))
+    missing = block_actions(SAM, "send", "no-such-approval")
+    cases.append((missing, signed_headers(missing), 404))
+    cases.append((good, signed_headers(good), 400))  # a signed Send for a request without a recipient
+    edit = block_actions(SAM, "edit", req.approval_id)
+    cases.append((edit, signed_headers(edit), 200))  # a link button: Slack opens the URL, nothing to do
+    smtp = SmtpServer().start()
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port, slack_url=slack.url) as stack:
+            await stack.view.request(req.approval_id)
+            async with aiohttp.ClientSession() as client:
+                for body, headers, status in cases:
+                    async with client.post(f"{stack.url}/slack/interactions", data=body, headers=headers) as r:
+                        assert r.status == status, (body[:60], headers, r.status, await r.text())
+    finally:
+        smtp.stop()
+    assert await decisions(kafka_bootstrap, approval_topics) == []
