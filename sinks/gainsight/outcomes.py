@@ -25,6 +25,7 @@ class ActivityOutcome(Record):
     attempt: int
     detail: str | None = None
     recorded_at: datetime
+    input: str | None = Field(None, max_length=2 * ID_MAX)  # topic:partition:offset of the input
 
     #: outcomes after which the call is never made again
     TERMINAL: ClassVar[frozenset[str]] = frozenset({"sent", "failed", "unknown"})

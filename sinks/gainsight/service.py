@@ -13,6 +13,8 @@ nothing but its own records; the sender goes on sending. Protocol, per sent emai
 4. an email whose last record is `attempting` was cut off between call and record: it is recorded
    `unknown` and never called again (the ExternalId is the second line: the target itself refuses a
    second insert with the same id).
+`sent` and `unknown` are final; `failed` is final for its input record only, so the replay of its
+dead letter (`milestones deadletter replay`, a new record) tries again once the CRM's data is fixed.
 The input offset is committed only after its outcome is recorded.
 """
 from __future__ import annotations
@@ -105,7 +107,7 @@ class ActivityStage:
                                        offset=r.offset, stage=self.target.name, dead_letters=self._dead)
         if outcome is None or outcome.purpose != "customer_email" or outcome.outcome != "sent":
             return
-        if self._done(outcome.approval_id):
+        if self._settled(outcome.approval_id, _ref(r)):
             return
         email = await self.sent_email(outcome)
         await self.once(email, r)
@@ -124,29 +126,33 @@ class ActivityStage:
             sent_at=outcome.recorded_at, message_id=outcome.message_id,
             recipients=decision.recipients or (request.recipients if request else []))
 
-    def _done(self, approval_id: str) -> bool:
-        return any(o.terminal for o in self.outcomes.get(approval_id, []))
+    def _settled(self, approval_id: str, input_ref: str) -> bool:
+        """Nothing to do: recorded (or unknowable), or failed for this very input."""
+        history = self.outcomes.get(approval_id, [])
+        last = history[-1] if history else None
+        return last is not None and (last.outcome in ("sent", "unknown") or
+                                     (last.outcome == "failed" and last.input == input_ref))
 
     async def once(self, email: SentEmail, origin: ConsumerRecord) -> None:
         """The protocol in the module docstring."""
         history = self.outcomes.get(email.approval_id, [])
-        if self._done(email.approval_id):
+        if self._settled(email.approval_id, _ref(origin)):
             return
         if history and history[-1].outcome == "attempting":
             await self.record(email, "unknown", history[-1].attempt,
                               "the stage stopped after calling the target and before recording the answer; not "
-                              "called again — check the target for this ExternalId")
+                              "called again — check the target for this ExternalId", origin)
             return
         attempt = sum(o.outcome == "attempting" for o in history)
         started = self.clock()
         while True:
             attempt += 1
             await self.pace.wait()
-            await self.record(email, "attempting", attempt, None)
+            await self.record(email, "attempting", attempt, None, origin)
             try:
                 answer = await self.target.record(email)
             except RecordUnknown as exc:
-                return await self.record(email, "unknown", attempt, str(exc))
+                return await self.record(email, "unknown", attempt, str(exc), origin)
             except NotRecorded as exc:
                 waited = (self.clock() - started).total_seconds()
                 if exc.permanent or waited >= self.retry_seconds:
@@ -156,26 +162,31 @@ class ActivityStage:
                 delay = exc.retry_after if exc.retry_after is not None else \
                     min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1])
                 self.pace.hold(delay)  # the next call of *any* email waits too: the limit is the tenant's
-                await self.record(email, "retrying", attempt, f"{exc}; next try in {delay:.1f}s")
+                await self.record(email, "retrying", attempt, f"{exc}; next try in {delay:.1f}s", origin)
                 continue
-            return await self.record(email, "sent", attempt, answer)
+            return await self.record(email, "sent", attempt, answer, origin)
 
     async def give_up(self, email: SentEmail, origin: ConsumerRecord, attempt: int, why: str, reason: str) -> None:
         """Dead-letter the input (replay it after fixing the CRM's data), then record the failure."""
         await self._dead.send(stage=self.target.name, reason=reason, error=f"{email.approval_id}: {why}",
                               topic=origin.topic,
                               partition=origin.partition, offset=origin.offset, key=origin.key, value=origin.value)
-        await self.record(email, "failed", attempt, why)
+        await self.record(email, "failed", attempt, why, origin)
 
-    async def record(self, email: SentEmail, outcome: ActivityState, attempt: int, detail: str | None) -> None:
+    async def record(self, email: SentEmail, outcome: ActivityState, attempt: int, detail: str | None,
+                     origin: ConsumerRecord) -> None:
         o = ActivityOutcome(approval_id=email.approval_id, target=self.target.name,
                             external_id=self.target.external_id(email), outcome=outcome, attempt=attempt,
-                            detail=(detail or None) and detail[:1000], recorded_at=self.clock())
+                            detail=(detail or None) and detail[:1000], recorded_at=self.clock(), input=_ref(origin))
         await self._prod.send_and_wait(self.names.activity_outcomes, key=email.approval_id.encode(),
                                        value=o.to_avro())
         self.outcomes.setdefault(email.approval_id, []).append(o)
         log.info("activity %s", outcome, extra={"approval_id": email.approval_id, "target": self.target.name,
                                                 "attempt": attempt})
+
+
+def _ref(record: ConsumerRecord) -> str:
+    return f"{record.topic}:{record.partition}:{record.offset}"
 
 
 class _Reload(ConsumerRebalanceListener):

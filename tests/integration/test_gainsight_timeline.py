@@ -154,7 +154,31 @@ async def test_a_refusal_is_a_dead_letter_and_a_5xx_is_retried(kafka_bootstrap, 
     assert [(d.stage, d.reason, d.topic) for d in letters] == [
         ("gainsight_timeline", "activity_refused", gainsight_topics.email_outcomes)]
     assert "no Company named Account 4" in letters[0].error and unknown_company[0].approval_id in letters[0].error
-    assert EmailOutcome.from_avro(letters[0].value).approval_id == unknown_company[0].approval_id  # replayable
+    assert EmailOutcome.from_avro(letters[0].value).approval_id == unknown_company[0].approval_id
+
+
+async def test_a_refused_activity_is_recorded_after_the_fix_when_its_dead_letter_is_replayed(kafka_bootstrap,
+                                                                                            gainsight_topics):
+    api = await TimelineAPI(users={CSM}, companies={}).start()
+    refused = approval(5)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "MILESTONES_TOPIC_PREFIX": gainsight_topics.prefix, "MILESTONES_APP_ID": f"{gainsight_topics.prefix}app"}
+    try:
+        async with Stage(kafka_bootstrap, gainsight_topics, api):
+            await publish(kafka_bootstrap, gainsight_topics, refused)
+            await until(kafka_bootstrap, gainsight_topics, refused[0].approval_id, "failed")
+            api.companies["Account 5"] = "1C00E"  # the CRM fixed
+            (letter,) = await read_topic(kafka_bootstrap, gainsight_topics.deadletter)
+            replay = subprocess.run([sys.executable, "-m", "milestone_stream.cli", "deadletter", "replay",
+                                     f"{letter.partition}:{letter.offset}"], env=env, capture_output=True, text=True,
+                                    timeout=120)
+            assert replay.returncode == 0, replay.stdout + replay.stderr
+            await until(kafka_bootstrap, gainsight_topics, refused[0].approval_id, "sent")
+    finally:
+        await api.stop()
+    assert api.posts_for(refused[0].approval_id) == 2 and list(api.activities) == [refused[0].approval_id]
+    trail = [o.outcome for o in await activity_outcomes(kafka_bootstrap, gainsight_topics)]
+    assert trail == ["attempting", "failed", "attempting", "sent"], trail
 
 
 async def test_a_429_storm_loses_nothing_and_the_rate_and_retry_after_are_respected(kafka_bootstrap,
