@@ -59,4 +59,6 @@ def slack_interactions(settings: Settings, ui: ApprovalUI) -> SlackInteractions 
         raise ConfigError(f"{missing} must be set too: Slack approval buttons need the bot token "
                           "and the signing secret")
     print(f"approval UI: Slack interactions at {settings.ui_url}{PATH}", flush=True)
-    return SlackInteractions(ui, secret.get_secret_value(), SlackApi(token.get_secret_value(), settings.slack_api_url))
+    # Slack waits 3 s for the answer to a tap: the users.info look-up gets 2 of them
+    api = SlackApi(token.get_secret_value(), settings.slack_api_url, timeout=2)
+    return SlackInteractions(ui, secret.get_secret_value(), api)

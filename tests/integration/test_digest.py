@@ -1,6 +1,10 @@
 """The CSM's daily digest on the real broker, a real SMTP server and the injected clock: one email (and
 one Slack message) per CSM per day, from the configured hour on, listing pending requests older than a
 day and requests about to expire — never twice, across ticks and restarts; the next day, a new one."""
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,8 +15,8 @@ from milestone_stream.sinks.sender.digest import digest_id
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import publish
-from support.slack_api import SlackApi
-from support.stack import DOMAIN, ApprovalStack, SmtpServer, approval_request, decision, outcomes, until_outcome
+from support.slack_api import TOKEN, SlackApi
+from support.stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, approval_request, decision, outcomes, until_outcome
 
 T0 = datetime(2026, 11, 26, 8, 59, 58, tzinfo=UTC)  # two seconds before the digest hour
 SAM, ANN = "sam.rivera@vendor.example", "ann@vendor.example"
@@ -117,3 +121,35 @@ def _by_recipient(messages) -> tuple:
     [ann] = [m for m in messages if m["To"] == ANN and "2026-11-26" in m["Subject"]]
     assert len(sams) == 2, [m["Subject"] for m in sams]
     return sams[0], ann, sams[1]
+
+
+async def test_the_sender_process_posts_to_slack_and_sends_the_digest_as_configured(kafka_bootstrap, approval_topics,
+                                                                                    tmp_path):
+    """`milestones sender` configured only by the environment: MILESTONES_NOW, the digest hour and Slack."""
+    waiting = approval_request(11, csm=SAM, account_name="Waiting Co", created_at=T0 - timedelta(days=2),
+                               expires_at=T0 + timedelta(days=5))
+    await publish(kafka_bootstrap, approval_topics.approval_requests, [waiting])
+    smtp = SmtpServer().start()
+    slack = await SlackApi({"U0SAM": SAM}).start()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MILESTONES_TOPIC_PREFIX": approval_topics.prefix,
+           "MILESTONES_APP_ID": f"{approval_topics.prefix}app", "MILESTONES_SECRET": SECRET,
+           "MILESTONES_SMTP_PORT": str(smtp.port), "MILESTONES_MESSAGE_ID_DOMAIN": DOMAIN,
+           "MILESTONES_NOW": "2026-11-26T09:30:00Z", "MILESTONES_DIGEST_HOUR": "9",
+           "MILESTONES_DIGEST_INTERVAL": "0.5", "MILESTONES_SLACK_BOT_TOKEN": TOKEN,
+           "MILESTONES_SLACK_API_URL": slack.url}
+    sender = subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", "sender"], env=env,
+                              stdout=open(tmp_path / "sender.log", "ab"), stderr=subprocess.STDOUT)
+    try:
+        await until_outcome(kafka_bootstrap, approval_topics, waiting.approval_id, "sent", purpose="csm_slack")
+        await until_outcome(kafka_bootstrap, approval_topics, digest_id(SAM, "2026-11-26"), "sent",
+                            purpose="csm_digest")
+        await until_outcome(kafka_bootstrap, approval_topics, digest_id(SAM, "2026-11-26"), "sent",
+                            purpose="csm_digest_slack")
+    finally:
+        sender.send_signal(signal.SIGTERM)
+        assert sender.wait(30) == 0, (tmp_path / "sender.log").read_text()[-2000:]
+        smtp.stop()
+        await slack.stop()
+    [digest] = digests(smtp)
+    assert digest["Subject"] == "Your approvals digest for 2026-11-26: 1 waiting" and "Waiting Co" in body(digest)
+    assert [p["channel"] for p in slack.posted()] == ["D0SAM", "D0SAM"]  # the request, then the digest

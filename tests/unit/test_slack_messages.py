@@ -1,5 +1,6 @@
 """Slack messages built from hostile CRM data: escaped as Slack's formatting reference says, bounded to
-Block Kit's limits, and the Web API's failures classified for the outbox protocol (pure logic)."""
+Block Kit's limits; the Web API's failures classified for the outbox protocol; and the UI's Slack
+settings checked at start (pure logic)."""
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -8,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from milestone_stream.schemas.records import Contact
+from milestone_stream.settings import ConfigError, Settings
+from milestone_stream.sinks.approvals.service import slack_interactions
 from milestone_stream.sinks.sender import slack
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered
 
@@ -127,3 +130,12 @@ def test_a_posted_message_is_found_again_from_the_outcome_detail():
     assert slack.posted(json.dumps({"channel": "D1", "ts": "1.2"})) == ("D1", "1.2")
     for junk in (None, "", "250 OK", "[]", '{"channel": 1, "ts": "x"}'):
         assert slack.posted(junk) is None
+
+
+def test_the_ui_needs_both_the_bot_token_and_the_signing_secret_or_neither():
+    assert slack_interactions(Settings.from_env({}), ui=None) is None  # type: ignore[arg-type]
+    for only in ({"MILESTONES_SLACK_BOT_TOKEN": "xoxb-1"}, {"MILESTONES_SLACK_SIGNING_SECRET": "s" * 32}):
+        with pytest.raises(ConfigError, match="must be set too"):
+            slack_interactions(Settings.from_env(only), ui=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="MILESTONES_SLACK_API_URL"):
+        Settings.from_env({"MILESTONES_SLACK_API_URL": "https://slack.com/api"})  # no trailing slash
