@@ -257,3 +257,19 @@ async def test_sigkill_mid_call_records_unknown_and_never_duplicates_the_activit
     trail = [o.outcome for o in await activity_outcomes(kafka_bootstrap, gainsight_topics)
              if o.approval_id == cut[0].approval_id]
     assert trail == ["attempting", "unknown"], trail
+
+
+@pytest.mark.parametrize(("extra", "code", "says"), [
+    ({}, 0, "MILESTONES_GAINSIGHT_URL is not set; the stage is off"),
+    ({"MILESTONES_GAINSIGHT_URL": "https://acme.gainsightcloud.com"}, 2, "MILESTONES_GAINSIGHT_ACCESS_KEY must be set"),
+    ({"MILESTONES_GAINSIGHT_URL": "https://acme.gainsightcloud.com", "MILESTONES_GAINSIGHT_ACCESS_KEY": "k",
+      "MILESTONES_GAINSIGHT_RATE": "500"}, 2, "MILESTONES_GAINSIGHT_RATE='500'"),
+    ({"MILESTONES_GAINSIGHT_URL": "https://acme.gainsightcloud.com", "MILESTONES_GAINSIGHT_ACCESS_KEY": "k",
+      "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, 2, "cannot reach Kafka at 127.0.0.1:1"),
+])
+def test_the_command_is_off_without_a_url_and_a_bad_setting_is_one_line(extra, code, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILESTONES_GAINSIGHT_")}
+    done = subprocess.run([sys.executable, "-m", "milestone_stream.cli", "gainsight"], env={**env, **extra},
+                          capture_output=True, text=True, timeout=60)
+    out = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == code and len(out) == 1 and says in out[0], (done.returncode, out)
