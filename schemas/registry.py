@@ -147,13 +147,20 @@ class SchemaRegistry:
             if exc.status == 404:  # 40401 subject not found, 40402 version not found: nothing to break
                 return True, []
             raise
-        messages = answer.get("messages") or []
-        return answer.get("is_compatible") is True, [str(m) for m in messages][:5]
+        messages = answer.get("messages") or []  # Confluent's verbose answer; Apicurio gives one "reason"
+        reasons = [str(m) for m in messages][:5] if isinstance(messages, list) else [str(messages)]
+        if isinstance(answer.get("reason"), str):
+            reasons.append(answer["reason"])
+        return answer.get("is_compatible") is True, reasons
 
-    def level(self, subject: str | None) -> str:
-        """The compatibility level set on `subject`, or the registry's global one for None; `RegistryRefused`
-        with status 404 when the subject has no level of its own."""
-        answer = self._request("GET", "/config" if subject is None else f"/config/{_seg(subject)}")
+    def level(self, subject: str) -> str:
+        """The compatibility level in force for `subject`: its own, else the registry's global one."""
+        try:
+            answer = self._request("GET", f"/config/{_seg(subject)}", params={"defaultToGlobal": "true"})
+        except RegistryRefused as exc:
+            if exc.status != 404:  # 40401/40408: no level of its own, on a registry without defaultToGlobal
+                raise
+            answer = self._request("GET", "/config")
         return str(answer.get("compatibilityLevel") or answer.get("compatibility") or "").upper()
 
     def set_level(self, subject: str, level: str) -> None:

@@ -61,17 +61,18 @@ def start(settings: Settings, registry: SchemaRegistry | None = None) -> None:
 
 def _check_and_register(registry: SchemaRegistry, found: list[Subject], writing: bool) -> dict[str, int]:
     ids: dict[str, int] = {}
-    default = registry.level(None)
+    set_to: list[str] = []     # logged once every subject passed: a failure is one line alone
+    unchecked: list[str] = []
     for subject in found:
-        own = _own_level(registry, subject.name)
-        level = own or default
+        level = registry.level(subject.name)
         if level not in _CHECKING:
-            if writing and not own and level in ("", "NONE"):  # no one chose NONE for this subject
+            if writing and level in ("", "NONE"):
+                # a NONE subject would take any schema, and the check below would protect no reader
                 registry.set_level(subject.name, WRITER_LEVEL)
+                set_to.append(subject.name)
                 level = WRITER_LEVEL
             else:
-                log.warning("schema registry subject %s has compatibility %s: its check does not protect "
-                            "readers of the current contract", subject.name, level or "(unknown)")
+                unchecked.append(f"{subject.name} ({level or 'unknown'})")
         ok, why = registry.compatibility(subject.name, subject.schema)
         if not ok:
             reason = " ".join(" ".join(why[:1]).split())[:300] or "no reason given"
@@ -79,14 +80,9 @@ def _check_and_register(registry: SchemaRegistry, found: list[Subject], writing:
                               f"schema registry at {registry.url} (compatibility {level or 'unknown'}): {reason}")
         if writing:
             ids[subject.schema_name] = registry.register(subject.name, subject.schema)
+    if set_to:
+        log.warning("schema registry: compatibility set to %s on %s (it was NONE)", WRITER_LEVEL, ", ".join(set_to))
+    if unchecked:
+        log.warning("schema registry: no compatibility check protects the readers of %s; set BACKWARD there",
+                    ", ".join(unchecked))
     return ids
-
-
-def _own_level(registry: SchemaRegistry, subject: str) -> str:
-    """The level set on `subject` itself; "" when it has none (404: 40408, or 40401 on older registries)."""
-    try:
-        return registry.level(subject)
-    except RegistryRefused as exc:
-        if exc.status == 404:
-            return ""
-        raise

@@ -15,6 +15,7 @@ from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.topics import TopicNames, ensure_topics
 
 from support.helpers import REPO
+from support.registry import schema_registry  # noqa: F401 (a session fixture: the local schema registry)
 
 
 def pytest_collection_modifyitems(items) -> None:
