@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from milestone_stream.deadletter import is_outage
 from milestone_stream.kafka_io import wait_for
+from milestone_stream.schemas import confluent
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest
 from milestone_stream.topics import TopicNames
 
@@ -43,15 +45,18 @@ class ApprovalIndex:
             batch = await self._consumer.getmany(timeout_ms=500)
             for tp, records in batch.items():
                 for r in records:
-                    self._apply(tp.topic, r.value)
+                    await self._apply(tp.topic, r.value)
 
-    def _apply(self, topic: str, value: bytes | None) -> None:
+    async def _apply(self, topic: str, value: bytes | None) -> None:
         try:
+            await confluent.prefetch(value)  # a Confluent-framed value's writer schema (docs/schema-registry.md)
             if topic == self._names.approval_requests:
                 request = ApprovalRequest.from_avro(value)
                 self.requests.setdefault(request.approval_id, request)
             else:
                 decision = ApprovalDecision.from_avro(value)
                 self.decisions.setdefault(decision.approval_id, decision)
-        except Exception:  # noqa: BLE001 — not ours to park: the sender and the UI dead-letter them
+        except Exception as exc:  # noqa: BLE001 — not ours to park: the sender and the UI dead-letter them
+            if is_outage(exc):  # RegistryUnavailable is a ConnectionError
+                raise  # the registry or the network, not the record: stop, read it again after the restart
             self.unreadable += 1
