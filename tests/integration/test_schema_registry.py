@@ -18,6 +18,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from milestone_stream import schemas
@@ -33,7 +34,8 @@ from milestone_stream.schemas.records import (
     Milestone,
     TelemetryEvent,
 )
-from milestone_stream.schemas.registry import SchemaRegistry
+from milestone_stream.schemas.registry import MAX_RESPONSE_BYTES, SchemaRegistry
+from milestone_stream.schemas.wire import SchemaMismatch, UnknownSchemaId
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, dead_letters, final_totals, publish
@@ -198,3 +200,27 @@ async def test_a_registry_that_goes_away_mid_stream_stops_the_worker_uncommitted
 
 async def _total_is(bootstrap: str, prefix: str, account: str, total: float) -> bool | None:
     return (await final_totals(bootstrap, prefix)).get(account) == total or None
+
+
+def test_the_client_against_the_registry_ids_levels_and_a_schema_too_large(schema_registry, topics):
+    registry = SchemaRegistry(schema_registry)
+    try:
+        subject = f"{topics.prefix}client-value"
+        first = registry.register(subject, json.dumps(V1))
+        assert registry.register(subject, json.dumps(V1)) == first  # the same schema keeps its id
+        fresh = SchemaRegistry(schema_registry)  # nothing cached: the schema comes over HTTP
+        got = fresh.schema(first)
+        assert json.loads(got.text)["name"] == "TelemetryEvent" and got.schema_type == "AVRO"
+        with pytest.raises(UnknownSchemaId):
+            fresh.schema(2_000_000_000)
+        assert fresh.is_cached(2_000_000_000)  # an id the registry lacks is not asked for again
+        registry.set_level(subject, "FULL")
+        assert registry.level(subject) == "FULL"
+        # a schema over the client's bound (1 MiB) is refused as the record's problem, not read whole
+        huge = dict(V1, doc="x" * (MAX_RESPONSE_BYTES + 1))
+        big_id = registry.register(f"{topics.prefix}huge-value", json.dumps(huge))
+        with pytest.raises(SchemaMismatch, match="over 1,048,576 bytes"):
+            fresh.schema(big_id)
+        fresh.close()
+    finally:
+        registry.close()
