@@ -94,4 +94,5 @@ class Digest:
             did, email, day, stale, expiring, link, sender.domain, sender.sender_address, now))
         if sender.slack is not None:
             api, (text, blocks) = sender.slack, slack.digest_message(day, stale, expiring, link)
-            await sender.once(did, "csm_digest_slack", None, lambda: api.post_direct(email, text, blocks))
+            await sender.once(did, "csm_digest_slack", None, lambda: api.post_direct(email, text, blocks),
+                              slack.RETRY_SECONDS)

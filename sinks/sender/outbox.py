@@ -121,7 +121,7 @@ class Sender:
             if self.slack:
                 api, (text, blocks) = self.slack, slack.request_message(record, links)
                 await self.once(record.approval_id, "csm_slack", r,
-                                lambda: api.post_direct(record.csm_email, text, blocks))
+                                lambda: api.post_direct(record.csm_email, text, blocks), slack.RETRY_SECONDS)
         elif isinstance(record, ApprovalDecision):
             if record.decision == "dont_send":
                 if not self._done(record.approval_id, "customer_email"):
@@ -146,7 +146,8 @@ class Sender:
         if where is None:
             return  # never posted (Slack was off then, the post failed, or its result is unknown)
         api, (text, blocks) = self.slack, slack.decided_message(decision)
-        await self.once(decision.approval_id, "csm_slack_update", origin, lambda: api.update(where, text, blocks))
+        await self.once(decision.approval_id, "csm_slack_update", origin, lambda: api.update(where, text, blocks),
+                        slack.RETRY_SECONDS)
 
     def owns_digest(self) -> bool:
         """One sender of the group sends digests: the one holding partition 0 of approvals.requests."""
@@ -170,8 +171,10 @@ class Sender:
                         lambda: deliver(self.smtp, out.message, out.sender, out.recipients))
 
     async def once(self, approval_id: str, purpose: Purpose, origin: Parkable | None,
-                   attempt_delivery: Callable[[], Awaitable[str]]) -> None:
-        """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown."""
+                   attempt_delivery: Callable[[], Awaitable[str]], retry_seconds: float | None = None) -> None:
+        """The protocol in the module docstring; `attempt_delivery()` raises NotDelivered or DeliveryUnknown.
+        Transient failures are retried for `retry_seconds` (default: the sender's)."""
+        window = self.retry_seconds if retry_seconds is None else min(retry_seconds, self.retry_seconds)
         history = self.outcomes.get((approval_id, purpose), [])
         if self._done(approval_id, purpose):
             return  # the first decision (or request) won; this one is a repeat
@@ -191,7 +194,7 @@ class Sender:
                 return await self.record(approval_id, purpose, "unknown", attempt, str(exc))
             except NotDelivered as exc:
                 waited = (self.clock() - started).total_seconds()
-                if exc.permanent or waited >= self.retry_seconds:
+                if exc.permanent or waited >= window:
                     why = str(exc) if exc.permanent else f"retries exhausted after {waited:.0f}s: {exc}"
                     return await self.give_up(approval_id, purpose, origin, attempt, why, "delivery_failed")
                 delay = max(min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1]), exc.retry_after or 0)

@@ -41,6 +41,9 @@ FALLBACK_MAX = 300      # the message's top-level `text`: what a notification sh
 BUTTON_MAX = 75         # a button's label (Block Kit)
 LIST_MAX = 20           # approvals listed per digest section; the rest are counted
 ACTIONS = ("send", "edit", "dont_send")
+# how long a Slack call's transient failures are retried: the sender handles its records one at a time,
+# so a Slack outage must not hold customer emails back for MILESTONES_SEND_RETRY_SECONDS
+RETRY_SECONDS = 300.0
 TRANSIENT = frozenset({"ratelimited", "rate_limited", "internal_error", "service_unavailable", "request_timeout"})
 _FENCED = {c: f"\u200b{c}\u200b" for c in "*_~`"}
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
