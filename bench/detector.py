@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.errors import GroupCoordinatorNotAvailableError, RequestTimedOutError
 
 from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.kafka_io import producer
@@ -86,9 +87,30 @@ async def committed_total(bootstrap, group, topic, partitions) -> int:
             offsets = await admin.list_consumer_group_offsets(group)
         except GroupCoordinatorNotAvailableError:  # the broker is still creating __consumer_offsets
             return 0
+        except RequestTimedOutError:  # a busy shared broker: as if nothing were committed yet; the callers poll again
+            return 0
         return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
     finally:
         await admin.close()
+
+
+async def drop_topics(bootstrap: str, *markers: str) -> None:
+    """Delete this run's topics (names holding one of `markers`: its prefixes, which the changelogs Faust and
+    Quix name carry too), so that runs on a shared broker do not pile up partitions (each costs the broker
+    heap and file handles). BENCH_KEEP_TOPICS=1 keeps them; a failure is reported, never fatal."""
+    if os.environ.get("BENCH_KEEP_TOPICS") == "1":
+        return
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if any(m in t for m in markers)]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()
+    except Exception as exc:  # noqa: BLE001 - the figures are measured; leftover topics are only untidy
+        print(f"could not delete the run's topics ({', '.join(markers)}): {exc!r}", file=sys.stderr)
 
 
 async def raw_baseline(bootstrap, source, sink, total) -> float:
@@ -135,6 +157,22 @@ def start_worker(bootstrap, prefix, rules, data_dir, partitions, store="rocksdb:
 def start_quix(bootstrap, topic, group, sink, state_dir: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "bench" / "quix_usage.py"), bootstrap, topic, group, sink,
                              str(state_dir)], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def code_version() -> str:
+    """Which worker code a run measured: the commit, and the files of the package changed since (the tree is shared)."""
+    import milestone_stream
+    where = Path(next(iter(milestone_stream.__path__))).resolve()
+    if where != ROOT / "streams":
+        return f"milestone_stream from {where}"
+    git = shutil.which("git")
+    if git is None:
+        return "unknown (no git)"
+    sha = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([git, "status", "--porcelain", "--", "streams", "agents", "schemas"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.split("\n")
+    files = sorted(line[3:] for line in changed if line.strip())
+    return f"commit {sha}" + (f" with uncommitted changes in {', '.join(files)}" if files else "")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -222,6 +260,7 @@ async def main() -> None:
     parser.add_argument("--store", default="rocksdb://", help="the worker's MILESTONES_STORE (rocksdb:// or memory://)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    code = code_version()  # at the start: the tree is shared and may change during the run
     # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
     # latency: a tier every 250 per account, so at 10 per event one event in 25 fires one
     (tmp / "default-rules.yaml").write_text("{}\n")
@@ -259,6 +298,8 @@ async def main() -> None:
     finally:
         if kafka:
             kafka.stop()
+        else:
+            await drop_topics(bootstrap, f"bench{run}")
     size = len(events(1, 1)[0].to_avro())
     settings = Settings.from_env()
     report = (
@@ -267,7 +308,7 @@ async def main() -> None:
         f"{args.accounts:,} accounts, {size}-byte Avro values, guarantee at_least_once, commit interval "
         f"{settings.commit_interval} s, producer linger {settings.producer_linger * 1000:g} ms, batches of "
         f"{settings.batch_size} events or {settings.batch_seconds * 1000:g} ms, worker store {args.store}, "
-        f"tiers crossed evenly in the latency run, worker and broker on the same machine\n\n"
+        f"tiers crossed evenly in the latency run, worker and broker on the same machine; code: {code}\n\n"
         f"| measure | value |\n| --- | --- |\n"
         f"| raw aiokafka consume→produce (baseline) | {raw_eps:,.0f} events/s |\n"
         f"| Faust floor: agent that only consumes (batched) | {floors['consume']:,.0f} events/s "

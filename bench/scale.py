@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
-from detector import ROOT, committed_total, event, peak_rss_mib, start_worker
+from detector import ROOT, code_version, committed_total, drop_topics, event, peak_rss_mib, start_worker
 
 from milestone_stream.topics import TopicNames, ensure_topics
 
@@ -110,6 +110,7 @@ async def one_size(bootstrap: str, accounts: int, args: argparse.Namespace, tmp:
             worker.wait(60)
         except subprocess.TimeoutExpired:
             worker.kill()
+        await drop_topics(bootstrap, names.prefix)
 
 
 async def main() -> None:
@@ -119,6 +120,7 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--store", default="rocksdb://")
     args = parser.parse_args()
+    args.code = code_version()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         raise SystemExit("set KAFKA_BOOTSTRAP_SERVERS (a running broker)")
@@ -138,7 +140,8 @@ def write(rows: list[dict], args: argparse.Namespace, started: datetime, final: 
     report = (
         f"\n### RSS against accounts, {started:%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
         f"conditions: one worker, store {args.store}, {args.partitions} partitions, {args.per_account} events "
-        f"per account (distinct ids), default rules (no tier crossed), shared local broker; peak RSS is VmHWM\n\n"
+        f"per account (distinct ids), default rules (no tier crossed), shared local broker; peak RSS is VmHWM; "
+        f"store on disk measured while running (write-ahead logs included); code: {args.code}\n\n"
         "| accounts | events | worker events/s | peak RSS | RSS at end | store on disk |\n"
         "| --- | --- | --- | --- | --- | --- |\n"
         + "".join(f"| {r['accounts']:,} | {r['events']:,} | {r['eps']:,.0f} | {r['peak']:,.0f} MiB | "

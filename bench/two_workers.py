@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
-from detector import ROOT, events, peak_rss_mib, publish, start_worker
+from aiokafka.errors import GroupCoordinatorNotAvailableError, RequestTimedOutError
+from detector import ROOT, code_version, drop_topics, events, peak_rss_mib, publish, start_worker
 
 from milestone_stream.kafka_io import read_topic
 from milestone_stream.schemas.records import Milestone
@@ -49,11 +49,14 @@ class Committed:
     async def __aexit__(self, *exc: object) -> None:
         await self.admin.close()
 
-    async def total(self) -> int:
+    async def total(self) -> int | None:
+        """None when the broker did not answer in time (a busy shared broker): no sample."""
         try:
             offsets = await self.admin.list_consumer_group_offsets(self.group)
         except GroupCoordinatorNotAvailableError:
             return 0
+        except RequestTimedOutError:
+            return None
         return sum(meta.offset for tp, meta in offsets.items() if tp.topic == self.topic and meta.offset > 0)
 
 
@@ -85,6 +88,7 @@ async def main() -> None:
     if not bootstrap:
         raise SystemExit("set KAFKA_BOOTSTRAP_SERVERS (a running broker)")
     tmp = Path(tempfile.mkdtemp(prefix="bench-two-"))
+    code = code_version()
     (tmp / "rules.yaml").write_text("{}\n")  # default tiers: 50 events of 10 per account cross 500 once
     names = TopicNames(f"two{uuid.uuid4().hex[:6]}.")
     await ensure_topics(bootstrap, names.all(), args.partitions)
@@ -98,8 +102,11 @@ async def main() -> None:
             workers.append(start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / "a", args.partitions,
                                         args.store))
             while True:
-                done = await committed.total()
+                polled = await committed.total()
                 now = time.perf_counter()
+                if polled is None:
+                    continue
+                done = polled
                 samples.append((now, done))
                 if started_b is None and done >= args.second_at * args.events:
                     started_b = now
@@ -131,12 +138,14 @@ async def main() -> None:
     end_t = samples[-1][0]
     combined_eps = (args.events - after) / (end_t - gap_end) if end_t > gap_end else float("nan")
     milestones = [Milestone.from_avro(r.value) for r in await read_topic(bootstrap, names.milestones)]
+    await drop_topics(bootstrap, names.prefix)
     distinct = len({m.milestone_id for m in milestones})
     report = (
         f"\n### Two workers, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
         f"conditions: {args.events:,} events for {args.accounts:,} accounts, {args.partitions} partitions, store "
         f"{args.store}, default rules, worker B started when A had committed {at_b:,} events "
-        f"({at_b / args.events:.0%}); committed offsets polled every 0.1 s; workers and broker share the machine\n\n"
+        f"({at_b / args.events:.0%}); committed offsets polled every 0.1 s; workers and broker share the machine; "
+        f"code: {code}\n\n"
         "| measure | value |\n| --- | --- |\n"
         f"| worker A alone | {alone_eps:,.0f} events/s |\n"
         f"| longest stretch without committed progress, A alone | {alone_gap:.1f} s |\n"
