@@ -99,7 +99,9 @@ class SchemaRegistry:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         if isinstance(found, CodecError):
-            raise found
+            # a new instance each time: re-raising the cached one would chain every raise's frames (and
+            # the record bytes they hold) onto its traceback, without bound
+            raise type(found)(*found.args)
         return found
 
     def remember(self, registered: RegisteredSchema) -> None:

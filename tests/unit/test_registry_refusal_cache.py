@@ -1,0 +1,68 @@
+"""A refusal the registry client caches (an id the registry does not have) must not keep every record
+that hit it alive: re-raising one cached exception instance grows its traceback by the raising frames
+each time, and those frames hold the record's bytes (review of 548feda).
+
+The registry here is a local HTTP server giving the Confluent Schema Registry's 404 answer for an
+unknown id (`{"error_code": 40403, "message": "Schema not found"}`), asked once: the rest come from
+the cache.
+"""
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from milestone_stream.schemas import confluent, wire
+from milestone_stream.schemas.codec import codec
+from milestone_stream.schemas.registry import SchemaRegistry
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's name
+        type(self).calls += 1
+        body = json.dumps({"error_code": 40403, "message": "Schema 7 not found"}).encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def registry() -> Iterator[SchemaRegistry]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reg = SchemaRegistry(f"http://127.0.0.1:{server.server_address[1]}")
+    confluent.configure(reg)
+    try:
+        yield reg
+    finally:
+        confluent.configure(None)
+        reg.close()
+        server.shutdown()
+        server.server_close()
+
+
+def _depth(exc: BaseException) -> int:
+    tb, n = exc.__traceback__, 0
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+def test_a_cached_unknown_id_does_not_keep_the_records_that_hit_it(registry: SchemaRegistry) -> None:
+    telemetry = codec("telemetry_event")
+    depths = []
+    for _ in range(50):
+        with pytest.raises(wire.UnknownSchemaId) as caught:
+            telemetry.decode(wire.frame(7, b"x" * 10_000))
+        depths.append(_depth(caught.value))
+    assert _NotFound.calls == 1  # the refusal is cached: asked once
+    assert depths[-1] == depths[0], f"traceback grew from {depths[0]} to {depths[-1]} frames"
+    assert registry.is_cached(7)
