@@ -54,6 +54,10 @@ class Sender:
         self.digest = digest            # the CSMs' daily digest, sent by the sender holding requests[0]
         self.assigned: set[TopicPartition] = set()
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
+        # outcomes recorded while a reload reads the topic (one list per reload in flight): the digest
+        # task and the rebalance listener run beside the record loop, and a reload's read ends at the
+        # offsets it saw at its start, so what is recorded after that is added back, never forgotten
+        self._recorded_during: list[list[EmailOutcome]] = []
         # set once the outcomes are re-read after an assignment: aiokafka may hand out records of the
         # new assignment while its listener is still running, and they must not be handled before
         self.loaded = asyncio.Event()
@@ -102,9 +106,19 @@ class Sender:
     async def reload(self) -> None:
         """The whole state: every outcome recorded so far (small: a few records per approval)."""
         outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
-        for r in await read_topic(self.bootstrap, self.names.email_outcomes, idle_ms=500):
+        meanwhile: list[EmailOutcome] = []
+        self._recorded_during.append(meanwhile)
+        try:
+            records = await read_topic(self.bootstrap, self.names.email_outcomes, idle_ms=500)
+        finally:
+            self._recorded_during.remove(meanwhile)
+        for r in records:
             o = EmailOutcome.from_avro(r.value)
             outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
+        for o in meanwhile:  # recorded by this process after the read's end offsets were taken
+            history = outcomes.setdefault((o.approval_id, o.purpose), [])
+            if not any(h.outcome == o.outcome and h.attempt == o.attempt for h in history):
+                history.append(o)
         self.outcomes = outcomes
 
     async def handle(self, r: ConsumerRecord) -> None:
@@ -220,6 +234,8 @@ class Sender:
                          recorded_at=self.clock(), purpose=purpose)
         await self._prod.send_and_wait(self.names.email_outcomes, key=approval_id.encode(), value=o.to_avro())
         self.outcomes.setdefault((approval_id, purpose), []).append(o)
+        for meanwhile in self._recorded_during:
+            meanwhile.append(o)
         log.info("email %s", outcome, extra={"approval_id": approval_id, "purpose": purpose, "attempt": attempt})
 
 
