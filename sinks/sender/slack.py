@@ -7,7 +7,8 @@ dropped connection could post twice. Outcomes are classified like SMTP's (`NotDe
 `permanent`, or `DeliveryUnknown`): a 429 (or `{"ok": false, "error": "ratelimited"}`) is known not
 posted and retried no sooner than its `Retry-After`; another `ok: false` is the API's answer
 (permanent, except Slack's transient `internal_error` / `service_unavailable` / `request_timeout`); a
-time-out or dropped connection after a post was sent is unknown — never posted again. Look-ups and
+time-out, a dropped connection or Slack's `internal_error` / `fatal_error` (documented as "some aspect
+of the operation" possibly done) after a post was sent is unknown — never posted again. Look-ups and
 `chat.update` change nothing when repeated, so for them every doubt is simply retried.
 
 Why escaped and bounded here: every value in these messages comes from CRM data or a draft. In
@@ -273,7 +274,9 @@ def _classified(method: str, response: Any, posting: bool) -> Exception:
     what = f"{method}: {status} {error or 'no JSON answer'}"[:300]
     if status == 429 or error in ("ratelimited", "rate_limited"):
         return NotDelivered(what, permanent=False, retry_after=_retry_after(getattr(response, "headers", None)))
-    if posting and error == "fatal_error":  # Slack: "it's possible some aspect of the operation succeeded"
+    # Slack documents both as "It's possible some aspect of the operation succeeded before the error was
+    # raised": a post answered so may be in the channel, and posting it again could show it twice
+    if posting and error in ("fatal_error", "internal_error"):
         return DeliveryUnknown(what)
     if status >= 500 or error in TRANSIENT:
         return NotDelivered(what, permanent=False)

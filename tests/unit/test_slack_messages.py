@@ -109,7 +109,8 @@ def response(status: int, body: object, headers: dict | None = None):
 @pytest.mark.parametrize(("status", "body", "posting", "expected"), [
     (429, {"ok": False, "error": "ratelimited"}, True, ("retry", 30.0)),
     (200, {"ok": False, "error": "ratelimited"}, True, ("retry", 30.0)),
-    (200, {"ok": False, "error": "internal_error"}, True, ("retry", None)),
+    (200, {"ok": False, "error": "internal_error"}, True, ("unknown", None)),  # Slack: may have succeeded
+    (200, {"ok": False, "error": "internal_error"}, False, ("retry", None)),
     (503, b"", True, ("retry", None)),
     (200, {"ok": False, "error": "channel_not_found"}, True, ("permanent", None)),
     (200, {"ok": False, "error": "invalid_auth"}, False, ("permanent", None)),
