@@ -252,8 +252,13 @@ def retime_shift(stream: BinaryIO, fmt: Format, kind: Kind | None, now: datetime
 def _shifted(items: Iterator[Line | Refusal], shift: timedelta) -> Iterator[Line | Refusal]:
     for item in items:
         if isinstance(item, Line) and shift:
-            item = Line(item.number, item.kind, item.record.model_copy(
-                update={"occurred_at": item.record.occurred_at + shift}))
+            try:
+                moved = item.record.occurred_at + shift
+            except OverflowError:  # a line far from the latest one: the shift leaves years 1-9999
+                yield Refusal(item.number, "invalid", f"occurred_at: --retime moves "
+                                                      f"{item.record.occurred_at.isoformat()} off the calendar")
+                continue
+            item = Line(item.number, item.kind, item.record.model_copy(update={"occurred_at": moved}))
         yield item
 
 
