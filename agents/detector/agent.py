@@ -28,7 +28,7 @@ from milestone_stream.schemas.records import CrmChange, FieldChange, TelemetryEv
 
 class BatchIds:
     """The event-id table as one batch sees it (`usage.SeenIds`): ids remembered in the batch are seen at
-    once and written after the batch's milestones are acknowledged, each to its event's partition."""
+    once, and written (`entries`) after the batch's milestones are acknowledged, each to its event's partition."""
 
     def __init__(self, table: TableT[bytes, bytes]) -> None:
         self.table = table
@@ -49,11 +49,9 @@ class BatchIds:
         if self._pending.get(key, (None,))[0] == offset:
             del self._pending[key]
 
-    def write(self, current: Any) -> None:
-        for key, (offset, event) in self._pending.items():
-            if current(event):
-                with faust_compat.as_current(event):
-                    self.table[key] = str(offset).encode()
+    def entries(self, current: Any) -> list[tuple[bytes, bytes, Any]]:
+        """The ids to write: those of events still `current`, each with the offset that first carried it."""
+        return [(key, str(offset).encode(), event) for key, (offset, event) in self._pending.items() if current(event)]
 
 
 class DetectorAgents:
@@ -127,12 +125,11 @@ class DetectorAgents:
             applied[account] = event
         await rt.emit(fired, "usage")
         # a write only for events still current: else a rebalance began during the acks and the input
-        # is read again by the partition's next owner
-        seen.write(lambda e: faust_compat.current(rt.app, e.message))
-        for account, event in applied.items():
-            if faust_compat.current(rt.app, event.message):
-                with faust_compat.as_current(event):  # the changelog partition is the account's input partition
-                    table[account] = rows[account].to_stored()
+        # is read again by the partition's next owner; each changelog partition is the input's partition
+        still = lambda e: faust_compat.current(rt.app, e.message)  # noqa: E731
+        await faust_compat.write_many(rt.app, rt.tables.event_ids, seen.entries(still))
+        await faust_compat.write_many(rt.app, table, [(account, rows[account].to_stored(), event)
+                                                      for account, event in applied.items() if still(event)])
 
     # -- CRM and anniversaries ----------------------------------------------------------------
 

@@ -73,6 +73,9 @@ PRIVATE_NAMES: tuple[Private, ...] = (
             "consumer._ConsumerThread._create_worker_consumer",
             "how long the broker may hold a fetch; read when the consumer starts its fetcher", type="builtins.int",
             read_by="aiokafka.consumer.consumer.AIOKafkaConsumer.start"),
+    Private("faust.transport.drivers.aiokafka", "Producer._ensure_producer", "method", "tables.write_many",
+            "the app's aiokafka producer, which Faust flushes before it commits offsets; changelog batches go "
+            "through it", read_by="faust.transport.drivers.aiokafka.Producer.send"),
     Private("faust.tables.recovery", "faust.tables.recovery", "logger", "recovery.install",
             "changelog recovery logs a failed record as a warning and goes on; the filter stops the worker",
             text="Error in recovery"),

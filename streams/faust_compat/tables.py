@@ -1,0 +1,73 @@
+"""Table writes in bulk: a batch's entries set in the table's store, and their changelog records sent
+as one Kafka batch per partition instead of one Faust send per key.
+
+Why: a Faust table write (`table[key] = value`) is one `FutureMessage` through Faust's producer
+buffer, which a single task drains one message at a time, and the conductor stops handing out input
+while that buffer holds more than 100 messages. The usage agent writes a row and an event id per
+event, so the worker spent most of its time there (bench/results.md, 2026-11-26). `write_many` does
+what Faust's `Table.on_key_set` does for a plain table — the value into the store (`table.data`, with
+the event current, which the RocksDB store needs to pick its partition's database) and the record to
+the changelog partition of the event's input partition — but hands the records to the app's own
+aiokafka producer (`Producer._ensure_producer`, private) as `BatchBuilder`s. That producer is the one
+Faust flushes before it commits offsets, so a commit never passes a write that is not acknowledged,
+exactly as before. The RocksDB store's persisted changelog offset (where recovery resumes) is
+advanced when each batch is acknowledged, as Faust's `_on_changelog_sent` does per record.
+
+A table written with `write_many` must be written only with it: two paths into one changelog could
+reorder writes to a key. Under exactly_once Faust writes through a transactional producer per
+partition, so there this falls back to Faust's per-key writes.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from faust import Table
+from faust.types import TP, AppT, EventT, TableT
+
+from milestone_stream.faust_compat.events import as_current
+
+
+async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any, EventT]]) -> None:
+    """Set each `key` to `value` in `table`, its changelog record on `event`'s partition; returns once
+    every record is queued in the producer (Faust's commit waits for their acknowledgements)."""
+    if app.in_transaction:
+        for key, value, event in entries:
+            with as_current(event):
+                table[key] = value
+        return
+    if not isinstance(table, Table):
+        raise TypeError(f"write_many writes Faust tables, not {type(table).__name__}")
+    changelog = table.changelog_topic
+    topic = changelog.get_topic_name()
+    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer (private)
+    batches: dict[int, Any] = {}
+    for key, value, event in entries:
+        partition = event.message.partition
+        with as_current(event):
+            table.data[key] = value
+        raw_key, _ = changelog.prepare_key(key, table.key_serializer)
+        raw_value, _ = changelog.prepare_value(value, table.value_serializer)
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = producer.create_batch()
+        if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: send it, start another
+            await _send(producer, table, topic, partition, batch)
+            batch = batches[partition] = producer.create_batch()
+            if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
+                raise ValueError(f"a {table.name} entry of {len(raw_value or b'')} bytes does not fit a "
+                                 "producer batch")
+    for partition, batch in batches.items():
+        await _send(producer, table, topic, partition, batch)
+
+
+async def _send(producer: Any, table: Table, topic: str, partition: int, batch: Any) -> None:
+    count = batch.record_count()
+    acked = await producer.send_batch(batch, topic, partition=partition)
+
+    def persisted(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None and done.result() is not None:
+            table.data.set_persisted_offset(TP(topic, partition), done.result().offset + count - 1)
+
+    acked.add_done_callback(persisted)
