@@ -122,7 +122,7 @@ class LocalKafka:
     """
 
     data_dir: Path
-    heap: str = "512m"
+    heap: str = "1g"
     process: subprocess.Popen | None = field(default=None, init=False)
     port: int = field(default=0, init=False)
 
