@@ -83,6 +83,8 @@ class Digest:
             return
         day = now.date().isoformat()
         for stale, expiring in due(self.view, now).values():
+            if not (sender.owns_digest() and sender.loaded.is_set()):
+                return  # partition 0 went elsewhere mid-tick: its new holder sends the rest, once
             await self.send(sender, day, now, stale, expiring)
 
     async def send(self, sender: Sender, day: str, now: datetime, stale: list[ApprovalRequest],
