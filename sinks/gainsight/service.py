@@ -52,6 +52,9 @@ class ActivityStage:
         self.pace = Pace(target.calls_per_minute)
         self.approvals = ApprovalIndex(bootstrap, names)
         self.outcomes: dict[str, list[ActivityOutcome]] = {}
+        # outcomes recorded while a reload reads the topic (the rebalance listener runs beside the record
+        # loop; the read ends at the offsets seen at its start): added back, never forgotten
+        self._recorded_during: list[list[ActivityOutcome]] = []
         self.loaded = asyncio.Event()  # set once the outcomes are re-read after an assignment (see the sender)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -92,7 +95,13 @@ class ActivityStage:
 
     async def reload(self) -> None:
         outcomes: dict[str, list[ActivityOutcome]] = {}
-        for r in await read_topic(self.bootstrap, self.names.activity_outcomes, idle_ms=500):
+        meanwhile: list[ActivityOutcome] = []
+        self._recorded_during.append(meanwhile)
+        try:
+            records = await read_topic(self.bootstrap, self.names.activity_outcomes, idle_ms=500)
+        finally:
+            self._recorded_during.remove(meanwhile)
+        for r in records:
             try:
                 o = ActivityOutcome.from_avro(r.value)
             except Exception:  # noqa: BLE001 — not written by this stage; skipped, as the sender's UI would
@@ -100,6 +109,10 @@ class ActivityStage:
                 continue
             if o.target == self.target.name:
                 outcomes.setdefault(o.approval_id, []).append(o)
+        for o in meanwhile:  # recorded by this process after the read's end offsets were taken
+            history = outcomes.setdefault(o.approval_id, [])
+            if not any(h.outcome == o.outcome and h.attempt == o.attempt and h.input == o.input for h in history):
+                history.append(o)
         self.outcomes = outcomes
 
     async def handle(self, r: ConsumerRecord) -> None:
@@ -181,6 +194,8 @@ class ActivityStage:
         await self._prod.send_and_wait(self.names.activity_outcomes, key=email.approval_id.encode(),
                                        value=o.to_avro())
         self.outcomes.setdefault(email.approval_id, []).append(o)
+        for meanwhile in self._recorded_during:
+            meanwhile.append(o)
         log.info("activity %s", outcome, extra={"approval_id": email.approval_id, "target": self.target.name,
                                                 "attempt": attempt})
 
