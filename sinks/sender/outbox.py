@@ -211,6 +211,11 @@ class Sender:
                 if exc.permanent or waited >= window:
                     why = str(exc) if exc.permanent else f"retries exhausted after {waited:.0f}s: {exc}"
                     return await self.give_up(approval_id, purpose, origin, attempt, why, "delivery_failed")
+                if exc.retry_after is not None and waited + exc.retry_after > window:
+                    # asked to wait past the window: waiting would hold every record behind this one for it
+                    why = (f"retries exhausted: {exc}; asked to wait {exc.retry_after:.0f}s, past the "
+                           f"{window:.0f}s window")
+                    return await self.give_up(approval_id, purpose, origin, attempt, why, "delivery_failed")
                 delay = max(min(self.backoff[0] * 2 ** (attempt - 1), self.backoff[1]), exc.retry_after or 0)
                 await self.record(approval_id, purpose, "retrying", attempt, f"{exc}; next try in {delay:.0f}s")
                 await asyncio.sleep(delay)
