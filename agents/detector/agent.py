@@ -38,7 +38,7 @@ class BatchIds:
     def first_offset(self, key: bytes) -> int | None:
         if key in self._pending:
             return self._pending[key][0]
-        stored = self.table.get(key)
+        stored = faust_compat.read(self.table, key, self.event)
         return int(stored) if stored is not None else None
 
     def remember(self, key: bytes, offset: int) -> None:
@@ -97,13 +97,13 @@ class DetectorAgents:
                 continue
             account, offset = record.account_id, event.message.offset
             if account not in rows:  # a copy: Faust serializes changelog values late (see usage.UsageRow)
-                rows[account] = usage.UsageRow.from_stored(table.get(account)).copy()
+                rows[account] = usage.UsageRow.from_stored(faust_compat.read(table, account, event)).copy()
             seen.event = event
             try:
                 status, new = usage.apply_event(rows[account], record, offset, rules, seen, now)
             except Exception as exc:
                 seen.forget(usage.id_key(account, record.event_id), offset)
-                rows[account] = usage.UsageRow.from_stored(table.get(account)).copy()
+                rows[account] = usage.UsageRow.from_stored(faust_compat.read(table, account, event)).copy()
                 for earlier, at, by in taken.get(account, []):
                     seen.event = by
                     usage.apply_event(rows[account], earlier, at, rules, seen, now)
