@@ -9,8 +9,7 @@ module that names it; `private.PRIVATE_NAMES` declares its shape and a unit test
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextvars import Token
 from typing import cast
 
 from faust.streams import _current_event
@@ -26,14 +25,23 @@ def current(app: AppT, message: Message) -> bool:
     return message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
 
 
-@contextmanager
-def as_current(event: EventT) -> Iterator[None]:
-    """Make `event` Faust's current event: a table write takes its changelog partition from it."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+class as_current:  # lower case: used as a function, `with as_current(event):`
+    """Make `event` Faust's current event: a table write takes its changelog partition from it, and the
+    RocksDB store its partition's database. A class rather than a generator context manager: the usage
+    agent enters it for every read and write (a generator's set-up was 5% of the worker's time)."""
+
+    __slots__ = ("_event", "_token")
+
+    def __init__(self, event: EventT) -> None:
+        self._event = weakref.ref(event)
+        self._token: Token | None = None
+
+    def __enter__(self) -> None:
+        self._token = _current_event.set(self._event)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current_event.reset(self._token)
 
 
 def settled(app: AppT) -> bool:
