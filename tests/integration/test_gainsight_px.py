@@ -6,6 +6,7 @@ import yaml
 
 from milestone_stream.ids import milestone_id
 from milestone_stream.kafka_io import producer, read_topic, wait_for
+from milestone_stream.ops.lag import measure
 from milestone_stream.schemas.records import TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
@@ -51,6 +52,12 @@ async def test_px_events_with_duplicates_go_through_the_adapter_and_the_worker_a
             assert total is None or total <= 1000.0, f"counted {total}: a duplicate counted twice"
             return total == 1000.0
         await wait_for(counted, 90, interval=0.5, what="acct-1 at 1,000")
+
+        async def all_applied():  # every one of the 1,100 passed on is committed: a late duplicate had its chance
+            rows = await measure(kafka_bootstrap, {f"{topics.prefix}detector": [topics.telemetry]})
+            return rows and sum(r.end for r in rows) == 1100 and all(r.lag == 0 for r in rows)
+        await wait_for(all_applied, 60, interval=0.5, what="all 1,100 telemetry events committed")
+        assert (await final_totals(kafka_bootstrap, topics.prefix)).get("acct-1") == 1000.0
 
         telemetry = [TelemetryEvent.from_avro(r.value) for r in await read_topic(kafka_bootstrap, topics.telemetry)]
         assert len(telemetry) == 1100 and len({t.event_id for t in telemetry}) == 1000  # passed on, recognised
