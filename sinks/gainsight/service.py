@@ -25,9 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from milestone_stream.deadletter import DeadLetters, Unprocessable, decode_or_park, is_outage
+from milestone_stream.deadletter import DeadLetters, Unprocessable, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import EmailOutcome
 from milestone_stream.settings import Settings
@@ -38,6 +37,7 @@ from milestone_stream.sinks.gainsight.outcomes import ActivityOutcome, ActivityS
 from milestone_stream.sinks.gainsight.pace import Pace
 from milestone_stream.sinks.gainsight.target import NotRecorded, RecordUnknown, SentEmail, Target
 from milestone_stream.sinks.gainsight.timeline import TimelineClient
+from milestone_stream.sinks.records import handle_each
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -71,24 +71,7 @@ class ActivityStage:
             consumer.subscribe([self.names.email_outcomes], listener=_Reload(self))
             await consumer.start()
             try:
-                while not stop.is_set():
-                    batch = await consumer.getmany(timeout_ms=500)
-                    if batch:
-                        await self.loaded.wait()
-                    for tp, records in batch.items():
-                        for r in records:
-                            try:
-                                await self.handle(r)
-                            except Exception as exc:  # a poison pill: parked, and the stream goes on
-                                if is_outage(exc):
-                                    raise
-                                await self._dead.failed(self.target.name, r, exc)
-                            try:
-                                await consumer.commit({tp: r.offset + 1})
-                            except (CommitFailedError, IllegalStateError) as exc:
-                                log.warning("commit refused after a rebalance; the record will be seen again "
-                                            "and recognised from its outcome", extra={"error": str(exc)})
-                                break
+                await handle_each(consumer, self.target.name, self.handle, self._dead, self.loaded, stop)
             finally:
                 await consumer.stop()
                 await self.approvals.stop()

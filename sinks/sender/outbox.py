@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park, is_outage
+from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
+from milestone_stream.sinks.records import handle_each
 from milestone_stream.sinks.sender import mail, slack, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
 
@@ -78,25 +78,7 @@ class Sender:
             await consumer.start()
             digests = asyncio.create_task(self.digest.run(self, stop)) if self.digest else None
             try:
-                while not stop.is_set():
-                    batch = await consumer.getmany(timeout_ms=500)
-                    if batch:
-                        await self.loaded.wait()
-                    for tp, records in batch.items():
-                        for r in records:
-                            try:
-                                await self.handle(r)
-                            except Exception as exc:  # a poison pill: parked, and the stream goes on
-                                if is_outage(exc):
-                                    raise  # the broker or network: stop uncommitted, read it again after
-                                await self._dead.failed("sender", r, exc)
-                            try:
-                                await consumer.commit({tp: r.offset + 1})
-                            except (CommitFailedError, IllegalStateError) as exc:
-                                # the partition moved in a rebalance: its new owner re-reads the outcomes
-                                log.warning("commit refused after a rebalance; the record will be seen again "
-                                            "and recognised from its outcome", extra={"error": str(exc)})
-                                break
+                await handle_each(consumer, "sender", self.handle, self._dead, self.loaded, stop)
             finally:
                 if digests is not None:
                     digests.cancel()
