@@ -14,14 +14,11 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from milestone_stream.deadletter import DeadLetters, Parkable
-from milestone_stream.kafka_io import wait_for
-from milestone_stream.schemas import confluent
-from milestone_stream.schemas.codec import CodecError
+from milestone_stream.follow import Follower
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome
-from milestone_stream.schemas.registry import RegistryUnavailable
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -43,7 +40,7 @@ def status(request: ApprovalRequest, decision: ApprovalDecision | None, outcomes
 
 
 class ApprovalView:
-    """Requests, decisions and outcomes, kept current by one consumer without a group."""
+    """Requests, decisions and outcomes, kept current by a Follower (one consumer without a group)."""
 
     def __init__(self, bootstrap_servers: str, names: TopicNames) -> None:
         self.requests: dict[str, ApprovalRequest] = {}
@@ -52,12 +49,7 @@ class ApprovalView:
         self._types: dict[str, type[ApprovalRequest] | type[ApprovalDecision] | type[EmailOutcome]] = {
             names.approval_requests: ApprovalRequest, names.approval_decisions: ApprovalDecision,
             names.email_outcomes: EmailOutcome}
-        self._consumer = AIOKafkaConsumer(*self._types, bootstrap_servers=bootstrap_servers, group_id=None,
-                                          auto_offset_reset="earliest", isolation_level="read_committed",
-                                          enable_auto_commit=False)
-        self._positions: dict[tuple[str, int], int] = {}
-        self._changed = asyncio.Condition()
-        self._task: asyncio.Task | None = None
+        self._follow = Follower(bootstrap_servers, list(self._types), self._apply_record, name="approval view")
         self._bootstrap = bootstrap_servers
         self._producer: AIOKafkaProducer | None = None  # started at the first dead letter
         self._dead = DeadLetters(names.deadletter, self._produce)
@@ -69,13 +61,10 @@ class ApprovalView:
         return await self._producer.send_and_wait(topic, key=key, value=value)
 
     async def start(self) -> None:
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
+        await self._follow.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        await self._consumer.stop()
+        await self._follow.stop()
         if self._producer is not None:
             await self._producer.stop()
 
@@ -88,25 +77,11 @@ class ApprovalView:
         else:
             self.outcomes[record.approval_id].append(record)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=500)
-            except Exception:  # noqa: BLE001 — keep the view alive through broker hiccups; it says so
-                log.exception("approval view: fetch failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            for tp, records in batch.items():
-                for r in records:
-                    await _schema_of(r.value)
-                    try:
-                        self.apply(tp.topic, r.value)
-                    except Exception as exc:  # noqa: BLE001 — a bad record must not blind the UI
-                        await self._park(r, exc)
-                    self._positions[(tp.topic, tp.partition)] = r.offset + 1
-            if batch:
-                async with self._changed:
-                    self._changed.notify_all()
+    async def _apply_record(self, r: ConsumerRecord) -> None:
+        try:
+            self.apply(r.topic, r.value)
+        except Exception as exc:  # noqa: BLE001 — a bad record must not blind the UI
+            await self._park(r, exc)
 
     async def _park(self, record: Parkable, exc: Exception) -> None:
         try:
@@ -117,23 +92,17 @@ class ApprovalView:
 
     async def caught_up_to(self, topic: str, partition: int, offset: int, timeout: float = 10) -> None:
         """Wait until the record at `offset` has been applied (read-your-writes after a decision)."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(
-                lambda: self._positions.get((topic, partition), 0) > offset), timeout)
+        await self._follow.caught_up_to(topic, partition, offset, timeout)
 
     async def caught_up(self, timeout: float = 30) -> None:
         """Wait until everything in the topics at this moment has been applied (start-up)."""
-        tps = list(await wait_for(self._consumer.assignment, timeout, what="the approval topics"))
-        ends = await self._consumer.end_offsets(tps)
-        for tp, end in ends.items():
-            if end:
-                await self.caught_up_to(tp.topic, tp.partition, end - 1, timeout)
+        await self._follow.caught_up(timeout)
 
     async def request(self, approval_id: str, timeout: float = 5) -> ApprovalRequest | None:
         """The request, waiting briefly for one this view has not read yet (a link can outrun the view)."""
         try:
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(lambda: approval_id in self.requests), timeout)
+            async with self._follow.changed:
+                await asyncio.wait_for(self._follow.changed.wait_for(lambda: approval_id in self.requests), timeout)
         except TimeoutError:
             return None
         return self.requests[approval_id]
@@ -147,17 +116,3 @@ class ApprovalView:
         mine = [r for r in self.requests.values() if r.csm_email.lower() == csm_email.lower()]
         return sorted(mine, key=lambda r: r.created_at, reverse=True)
 
-
-async def _schema_of(value: bytes | None) -> None:
-    """A Confluent-framed value's writer schema, fetched off the event loop; while the schema registry
-    cannot answer, wait and ask again (an outage: the record is not the view's to park). What is the
-    record's fault is left to `apply`, which raises it again and parks the record."""
-    while True:
-        try:
-            await confluent.prefetch(value)
-            return
-        except CodecError:
-            return
-        except RegistryUnavailable as exc:
-            log.warning("approval view: the schema registry cannot answer; retrying", extra={"error": str(exc)})
-            await asyncio.sleep(2)

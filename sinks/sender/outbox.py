@@ -10,13 +10,13 @@ Protocol, per message (customer email or CSM notification), against `emails.outc
 A Slack post follows the same protocol (`csm_slack`); once the request is decided (in Slack or the
 web UI) the post is updated to show the decision (`csm_slack_update`, which is safe to repeat).
 The input offset is committed only after the outcome is recorded. The outcomes topic is the
-sender's whole state, re-read at every partition assignment, so any sender process can take over.
+sender's whole state: each sender process follows all of it while it runs (what the other processes
+record too) and catches up at every partition assignment, so any sender process can take over.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
-from milestone_stream.kafka_io import producer, read_topic
+from milestone_stream.follow import Follower
+from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
 from milestone_stream.sinks.records import handle_each
 from milestone_stream.sinks.sender import mail, slack, webhook
@@ -50,15 +51,16 @@ class Sender:
         self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
         self.webhook = webhook          # a Slack-compatible incoming webhook for CSM notifications, optional
         self.slack = slack_api          # Slack direct messages with approval buttons, optional
-        self._reloaded = 0.0            # when update_slack last re-read the outcomes (monotonic)
         self.digest = digest            # the CSMs' daily digest, sent by the sender holding requests[0]
         self.assigned: set[TopicPartition] = set()
         self.outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
-        # outcomes recorded while a reload reads the topic (one list per reload in flight): the digest
-        # task and the rebalance listener run beside the record loop, and a reload's read ends at the
-        # offsets it saw at its start, so what is recorded after that is added back, never forgotten
-        self._recorded_during: list[list[EmailOutcome]] = []
-        # set once the outcomes are re-read after an assignment: aiokafka may hand out records of the
+        # every outcome, of every sender process, as the follower reads it; what this process records is
+        # added at once, and skipped when the follower reaches it (partition, offset) — or, if the follower
+        # got there first, not added again (`_read_up_to`: each partition's next offset to read)
+        self._follow = Follower(bootstrap, [names.email_outcomes], self._read, name="sender outcomes")
+        self._mine: set[tuple[int, int]] = set()
+        self._read_up_to: dict[int, int] = {}
+        # set once the outcomes are caught up after an assignment: aiokafka may hand out records of the
         # new assignment while its listener is still running, and they must not be handled before
         self.loaded = asyncio.Event()
 
@@ -73,35 +75,40 @@ class Sender:
         async with producer(self.bootstrap) as prod:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
-            consumer.subscribe([self.names.approval_requests, self.names.approval_decisions],
-                               listener=_Reload(self))
-            await consumer.start()
-            digests = asyncio.create_task(self.digest.run(self, stop)) if self.digest else None
+            await self._follow.start()
             try:
-                await handle_each(consumer, "sender", self.handle, self._dead, self.loaded, stop)
+                consumer.subscribe([self.names.approval_requests, self.names.approval_decisions],
+                                   listener=_Reload(self))
+                await consumer.start()
+                digests = asyncio.create_task(self.digest.run(self, stop)) if self.digest else None
+                try:
+                    await handle_each(consumer, "sender", self.handle, self._dead, self.loaded, stop)
+                finally:
+                    if digests is not None:
+                        digests.cancel()
+                        await asyncio.gather(digests, return_exceptions=True)
+                    await consumer.stop()
             finally:
-                if digests is not None:
-                    digests.cancel()
-                    await asyncio.gather(digests, return_exceptions=True)
-                await consumer.stop()
+                await self._follow.stop()
 
-    async def reload(self) -> None:
-        """The whole state: every outcome recorded so far (small: a few records per approval)."""
-        outcomes: dict[tuple[str, str], list[EmailOutcome]] = {}
-        meanwhile: list[EmailOutcome] = []
-        self._recorded_during.append(meanwhile)
-        try:
-            records = await read_topic(self.bootstrap, self.names.email_outcomes, idle_ms=500)
-        finally:
-            self._recorded_during.remove(meanwhile)
-        for r in records:
-            o = EmailOutcome.from_avro(r.value)
-            outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
-        for o in meanwhile:  # recorded by this process after the read's end offsets were taken
-            history = outcomes.setdefault((o.approval_id, o.purpose), [])
-            if not any(h.outcome == o.outcome and h.attempt == o.attempt for h in history):
-                history.append(o)
-        self.outcomes = outcomes
+    async def caught_up(self, timeout: float = 30) -> None:
+        """Every outcome the topic holds at this moment is in `outcomes` (the follower has read that far)."""
+        await self._follow.caught_up(timeout)
+
+    async def _read(self, r: ConsumerRecord) -> None:
+        """The follower's `apply`: one outcome of any sender process, unless this one recorded it already.
+        Nothing awaited before the outcome is kept: `record` must see it kept or not, never halfway."""
+        if (r.partition, r.offset) in self._mine:
+            self._mine.discard((r.partition, r.offset))
+        else:
+            try:
+                o = EmailOutcome.from_avro(r.value)
+            except Exception as exc:  # noqa: BLE001 — not the sender's own record: parked, the rest is read
+                self._read_up_to[r.partition] = r.offset + 1
+                await self._dead.failed("sender", r, exc)
+                return
+            self.outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
+        self._read_up_to[r.partition] = r.offset + 1
 
     async def handle(self, r: ConsumerRecord) -> None:
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
@@ -131,12 +138,11 @@ class Sender:
 
     async def update_slack(self, decision: ApprovalDecision, origin: Parkable) -> None:
         """Show the decision in the CSM's Slack message, if one was posted (by any sender process: one
-        that has not seen the post re-reads the outcomes once)."""
+        that has not read the post's outcome yet waits until it has read what the topic holds now)."""
         if self.slack is None or self._done(decision.approval_id, "csm_slack_update"):
             return
-        if not self._done(decision.approval_id, "csm_slack") and time.monotonic() - self._reloaded > 5:
-            self._reloaded = time.monotonic()  # at most every 5 s: a backlog of old decisions re-reads rarely
-            await self.reload()
+        if not self._done(decision.approval_id, "csm_slack"):
+            await self.caught_up()  # a time-out is an outage: the decision is read again after a restart
         where = next((slack.posted(o.detail) for o in self.outcomes.get((decision.approval_id, "csm_slack"), [])
                       if o.outcome == "sent"), None)
         if where is None:
@@ -219,10 +225,10 @@ class Sender:
         o = EmailOutcome(approval_id=approval_id, message_id=mail.message_id(approval_id, self.domain, purpose),
                          outcome=outcome, attempt=attempt, detail=(detail or None) and detail[:1000],
                          recorded_at=self.clock(), purpose=purpose)
-        await self._prod.send_and_wait(self.names.email_outcomes, key=approval_id.encode(), value=o.to_avro())
-        self.outcomes.setdefault((approval_id, purpose), []).append(o)
-        for meanwhile in self._recorded_during:
-            meanwhile.append(o)
+        at = await self._prod.send_and_wait(self.names.email_outcomes, key=approval_id.encode(), value=o.to_avro())
+        if self._read_up_to.get(at.partition, 0) <= at.offset:  # else the follower has kept it already
+            self._mine.add((at.partition, at.offset))
+            self.outcomes.setdefault((approval_id, purpose), []).append(o)
         log.info("email %s", outcome, extra={"approval_id": approval_id, "purpose": purpose, "attempt": attempt})
 
 
@@ -242,5 +248,10 @@ class _Reload(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.sender.assigned = set(assigned)
-        await self.sender.reload()
+        while True:  # the outcomes the previous holder of these partitions recorded, before any record
+            try:
+                await self.sender.caught_up()
+                break
+            except TimeoutError:
+                log.warning("sender: still reading the outcomes topic after an assignment; waiting on")
         self.sender.loaded.set()

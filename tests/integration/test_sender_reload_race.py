@@ -1,11 +1,12 @@
-"""The sender's outcomes re-read (`Sender.reload`: at each assignment, and from `update_slack`) must not
-forget an outcome this process records while the read is in flight: the digest task and the rebalance
-listener run beside the record loop, and a forgotten `sent` lets the next tick send the digest again
-(review of c538398).
+"""The sender's outcomes (`Sender.outcomes`: every sender process's records, kept current by a follower of
+`emails.outcomes`, plus what this process records, at once) must hold each outcome this process records
+exactly once, whichever comes first: its own record, or the follower reading it back. A forgotten `sent`
+lets the next digest tick send the digest again (review of c538398); a doubled one would miscount the
+attempts.
 
-Real broker and real outcomes topic. The interleaving is made certain, not timed: the reload's
-`read_topic` (the real one) returns, so its end offsets are in the past, and a whole delivery of the
-digest runs before the reload keeps what it read — the moment a digest tick can hit.
+Real broker and real outcomes topic. Both orders are made certain, not timed: the follower is started
+only after the outcomes are recorded (the record first), or the producer's acknowledgement is held
+until the follower has read the record (the follower first).
 """
 import asyncio
 from types import SimpleNamespace
@@ -13,39 +14,50 @@ from types import SimpleNamespace
 from milestone_stream.deadletter import DeadLetters
 from milestone_stream.kafka_io import producer, read_topic
 from milestone_stream.schemas.records import DeadLetter
-from milestone_stream.sinks.sender import outbox
 from milestone_stream.sinks.sender.outbox import Sender
 from milestone_stream.sinks.sender.smtp import NotDelivered, SmtpConfig
 
 
-async def test_an_outcome_recorded_during_a_reload_is_kept(kafka_bootstrap, created_topics, monkeypatch):
+async def test_an_outcome_this_process_records_is_kept_once_whichever_sees_it_first(kafka_bootstrap, created_topics):
     sender = Sender(kafka_bootstrap, created_topics, f"{created_topics.prefix}sender",
                     SmtpConfig(host="127.0.0.1", port=1), lambda r: {}, domain="review.example")
     deliveries: list[str] = []
 
     async def deliver() -> str:
-        deliveries.append("digest-1")
+        deliveries.append("digest")
         return "250 2.0.0 queued"
-
-    async def read_then_a_digest(*args, **kwargs):
-        records = await read_topic(*args, **kwargs)
-        await sender.once("digest-1", "csm_digest", None, deliver)  # the digest task, meanwhile
-        return records
 
     async with producer(kafka_bootstrap) as prod:
         sender._prod = prod
         sender._dead = DeadLetters(created_topics.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
-        monkeypatch.setattr(outbox, "read_topic", read_then_a_digest)
-        await sender.reload()
-        monkeypatch.setattr(outbox, "read_topic", read_topic)
-        assert deliveries == ["digest-1"]
-        assert [o.outcome for o in sender.outcomes[("digest-1", "csm_digest")]] == ["attempting", "sent"]
+        # the record first: recorded before the follower runs, then read back by it
+        await sender.once("digest-1", "csm_digest", None, deliver)
+        await sender._follow.start()
+        try:
+            await sender.caught_up()
+            assert [o.outcome for o in sender.outcomes[("digest-1", "csm_digest")]] == ["attempting", "sent"]
 
-        await sender.once("digest-1", "csm_digest", None, deliver)  # the next tick
-        assert deliveries == ["digest-1"], "the digest was sent twice"
+            # the follower first: each acknowledgement returns only once the follower has read the record
+            real_send = prod.send_and_wait
 
-        await sender.reload()  # what the topic holds agrees: one attempt, sent
-        assert [o.outcome for o in sender.outcomes[("digest-1", "csm_digest")]] == ["attempting", "sent"]
+            async def send_then_wait_for_the_follower(*args, **kwargs):
+                at = await real_send(*args, **kwargs)
+                await sender._follow.caught_up_to(at.topic, at.partition, at.offset)
+                return at
+
+            sender._prod = SimpleNamespace(send_and_wait=send_then_wait_for_the_follower)
+            await sender.once("digest-2", "csm_digest", None, deliver)
+            sender._prod = prod
+            assert [o.outcome for o in sender.outcomes[("digest-2", "csm_digest")]] == ["attempting", "sent"]
+
+            for did in ("digest-1", "digest-2"):  # the next tick
+                await sender.once(did, "csm_digest", None, deliver)
+            assert deliveries == ["digest", "digest"], "a digest was sent twice"
+            await sender.caught_up()
+            for did in ("digest-1", "digest-2"):  # nothing more arrives later
+                assert [o.outcome for o in sender.outcomes[(did, "csm_digest")]] == ["attempting", "sent"]
+        finally:
+            await sender._follow.stop()
 
 
 async def test_a_retry_after_past_the_window_fails_now_instead_of_holding_the_sender(kafka_bootstrap, created_topics):
