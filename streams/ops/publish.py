@@ -172,13 +172,18 @@ def cell(text: str) -> Any:
 
 def csv_rows(reader: Reader, kind: Kind | None) -> Iterator[Line | Refusal]:
     text = (raw.decode("utf-8", "surrogateescape") for _, raw in reader)  # bad bytes are refused per row
-    rows = csv.reader(text, strict=True)
+    rows = csv.reader(_without_bom(text), strict=True)
     try:
         header = [h.strip() for h in next(rows)]
     except StopIteration:
         return
     except csv.Error as exc:
         yield Refusal(1, "malformed_csv", f"unreadable header: {exc}")
+        return
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # a row as a dict would keep the last cell and drop the others without a word
+        yield Refusal(1, "malformed_csv", f"column {_show(twice[0])} appears more than once in the header "
+                                          "(which cell counts would be a guess): nothing read")
         return
     kind = kind or ("telemetry" if "metric" in header else "crm")
     refused_long = 0
@@ -200,6 +205,20 @@ def csv_rows(reader: Reader, kind: Kind | None) -> Iterator[Line | Refusal]:
             yield Refusal(start, "malformed_csv", f"{len(row)} cells for {len(header)} columns")
             continue
         yield validate(start, row_document(dict(zip(header, row, strict=True)), kind), kind)
+
+
+def _without_bom(lines: Iterator[str]) -> Iterator[str]:
+    """The text with a leading byte-order mark dropped (spreadsheets save "CSV UTF-8" with one), so the
+    first column is `change_id`, not an unknown `\ufeffchange_id`."""
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first.removeprefix("\ufeff")
+    yield from lines
+
+
+def _show(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:79] + "…")
 
 
 def row_document(row: dict[str, str], kind: Kind) -> dict[str, Any]:
@@ -309,5 +328,5 @@ def guess_format(name: str, head: bytes) -> Format:
         return "csv"
     if lower.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    return "jsonl" if json_input.is_json(head) else "csv"
+    return "jsonl" if json_input.is_json(head.removeprefix(b"\xef\xbb\xbf")) else "csv"
 
