@@ -218,6 +218,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     s = Settings.from_env()
     bootstrap = None if args.dry_run else _require_bootstrap(s)
+    if args.file == "-" and sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise ConfigError("cannot read stdin: it is closed")
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # closed by the with below
     except OSError as exc:
@@ -232,8 +234,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         shift = retime_shift(stream, fmt, args.kind, datetime.now(UTC)) if args.retime else timedelta(0)
         if bootstrap:
             asyncio.run(_ensure_topics(s, bootstrap))
-        summary = asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap, names=TopicNames(s.topic_prefix),
-                                      progress=progress, shift=shift))
+        try:
+            summary = asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap,
+                                          names=TopicNames(s.topic_prefix), progress=progress, shift=shift))
+        except KeyboardInterrupt:  # Ctrl-C: say what that means instead of a traceback
+            progress.close()
+            print("milestones publish: interrupted: " + ("nothing was sent (dry run)" if bootstrap is None else
+                  "some lines may have been sent and others not; publishing the file again is safe (each "
+                  "line's id is kept or derived from its content, so nothing counts twice)"), file=sys.stderr)
+            return 130
     print("\n".join(summary.lines()), flush=True)
     return 1 if summary.refused else 0
 
