@@ -194,7 +194,10 @@ def csv_rows(reader: Reader, kind: Kind | None) -> Iterator[Line | Refusal]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield Refusal(reader.number, "malformed_csv", str(exc)[:300])
+            span = reader.number - start  # a quote left open takes every line after it into one cell
+            yield Refusal(start, "malformed_csv", str(exc)[:300] + (
+                f" (the row starting here runs on to line {reader.number:,}: those {span:,} lines were not read "
+                "as rows; a quote left open?)" if span > 0 else ""))
             continue
         while refused_long < len(reader.too_long):
             yield Refusal(reader.too_long[refused_long], "too_large", f"the line is over {LINE_MAX:,} bytes")

@@ -31,3 +31,11 @@ def test_a_column_named_twice_refuses_the_file_instead_of_keeping_one_cell():
                 b"c1,acme,2026-11-25T08:00:00Z,salesforce,Acme,Initech\n")
     assert len(out) == 1 and isinstance(out[0], Refusal)
     assert out[0].line == 1 and out[0].reason == "malformed_csv" and "'name'" in out[0].error
+
+
+def test_a_quote_left_open_is_refused_where_it_starts_naming_the_lines_it_swallowed():
+    rows = "".join(f"c{i},acme,2026-11-25T08:00:00Z,salesforce,ok\n" for i in range(3, 7))
+    out = items((CRM.split("\n")[0] + "\n" + 'c2,acme,2026-11-25T08:00:00Z,salesforce,"oops\n' + rows).encode())
+    assert len(out) == 1 and isinstance(out[0], Refusal)
+    assert out[0].line == 2  # where the stray quote is, not the file's last line
+    assert "line 6" in out[0].error and "4 lines were not read" in out[0].error
