@@ -21,6 +21,15 @@ from milestone_stream.deadletter import DeadLetters, is_outage
 log = logging.getLogger("milestone_stream.sinks")
 
 
+def stage_consumer(bootstrap: str, group_id: str, retry_seconds: float) -> AIOKafkaConsumer:
+    """An outbox stage's consumer: committed by hand after each record, read_committed, from the start;
+    one record may be retried for `retry_seconds`, so a rebalance must not wait for the poll interval."""
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
+                            auto_offset_reset="earliest", isolation_level="read_committed",
+                            max_poll_interval_ms=int((retry_seconds + 600) * 1000),
+                            rebalance_timeout_ms=30_000, session_timeout_ms=10_000)
+
+
 async def handle_each(consumer: AIOKafkaConsumer, stage: str, handle: Callable[[ConsumerRecord], Awaitable[object]],
                       dead: DeadLetters, loaded: asyncio.Event, stop: asyncio.Event) -> None:
     """Until `stop`: each record fetched is handled (once the stage's state is `loaded`), or dead-lettered,

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from milestone_stream.deadletter import DeadLetters, Unprocessable, decode_or_park
 from milestone_stream.kafka_io import producer, read_topic
@@ -37,7 +37,7 @@ from milestone_stream.sinks.gainsight.outcomes import ActivityOutcome, ActivityS
 from milestone_stream.sinks.gainsight.pace import Pace
 from milestone_stream.sinks.gainsight.target import NotRecorded, RecordUnknown, SentEmail, Target
 from milestone_stream.sinks.gainsight.timeline import TimelineClient
-from milestone_stream.sinks.records import handle_each
+from milestone_stream.sinks.records import handle_each, stage_consumer
 from milestone_stream.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ class ActivityStage:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    isolation_level="read_committed",
-                                    max_poll_interval_ms=int((self.retry_seconds + 600) * 1000),
-                                    rebalance_timeout_ms=30_000, session_timeout_ms=10_000)
+        consumer = stage_consumer(self.bootstrap, self.group_id, self.retry_seconds)
         async with producer(self.bootstrap) as prod:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))

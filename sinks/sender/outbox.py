@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
 from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
 from milestone_stream.follow import Follower
 from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
-from milestone_stream.sinks.records import handle_each
+from milestone_stream.sinks.records import handle_each, stage_consumer
 from milestone_stream.sinks.sender import mail, slack, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
 
@@ -66,12 +66,7 @@ class Sender:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    isolation_level="read_committed",
-                                    # SMTP retries may hold one record for long; a rebalance must not wait for that
-                                    max_poll_interval_ms=int((self.retry_seconds + 600) * 1000),
-                                    rebalance_timeout_ms=30_000, session_timeout_ms=10_000)
+        consumer = stage_consumer(self.bootstrap, self.group_id, self.retry_seconds)
         async with producer(self.bootstrap) as prod:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))

@@ -114,6 +114,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM for a clean shutdown, SIGKILL if the process has not gone within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 @dataclass
 class LocalKafka:
     """One KRaft node (broker + controller) on loopback, with its data in `data_dir`.
@@ -165,16 +176,8 @@ class LocalKafka:
         The process is forgotten only once it is gone, so a second call after an interrupted one
         (a signal during the wait) still stops it.
         """
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if self.process is not None:
+            terminate(self.process, timeout)
         self.process = None
 
     def __enter__(self) -> LocalKafka:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from milestone_stream.dev.kafka_local import cache_dir, free_port
+from milestone_stream.dev.kafka_local import cache_dir, free_port, terminate
 
 APICURIO_VERSION = "2.4.2.Final"
 QUARKUS_VERSION = "2.16.4.Final"  # the Quarkus that Apicurio 2.4.2 is built with (its parent POM)
@@ -153,16 +152,8 @@ class LocalRegistry:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL if it does not go."""
-        proc = self.process
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if self.process is not None:
+            terminate(self.process, timeout)
         self.process = None
 
     def __enter__(self) -> LocalRegistry:
