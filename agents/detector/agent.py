@@ -96,7 +96,7 @@ class DetectorAgents:
             if record is None:
                 continue
             account, offset = record.account_id, event.message.offset
-            if account not in rows:  # a copy: Faust serializes changelog values late (see usage.UsageRow)
+            if account not in rows:  # a copy: the in-memory store hands out the stored containers themselves
                 rows[account] = usage.UsageRow.from_stored(faust_compat.read(table, account, event)).copy()
             seen.event = event
             try:
