@@ -7,7 +7,7 @@ from importlib import resources
 #: topic value → schema file (without `.avsc`)
 SCHEMA_NAMES = (
     "telemetry_event", "crm_change", "milestone", "approval_request",
-    "approval_decision", "email_outcome", "dead_letter", "resync_needed",
+    "approval_decision", "email_outcome", "dead_letter", "resync_needed", "risk_signal",
 )
 
 

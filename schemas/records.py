@@ -158,6 +158,23 @@ class Citation(BaseModel):
     as_of: datetime
 
 
+class HealthComponent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    weight: float
+    score: float | None  # None: no input was available
+    source: str
+
+
+class Health(BaseModel):
+    """An account's health score (0-100) and band, for the CSM only: never in a customer email."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    score: float
+    band: Literal["green", "yellow", "red"]
+    components: list[HealthComponent]
+
+
 class ApprovalRequest(Record):
     schema_name: ClassVar[str] = "approval_request"
     approval_id: str = NonEmpty
@@ -178,6 +195,9 @@ class ApprovalRequest(Record):
     csm_name: str | None = None
     milestone_titles: list[str] = []    # v3: empty in requests written before
     milestone_sources: list[str] = []   # v3: one per title, "source system: record"
+    held_out: bool = False              # v4: in the measurement holdout: drafted and shown, never sent
+    health: Health | None = None        # v4: the health score when drafted (CSM only)
+    risk_signals: list[str] = []        # v4: titles of the open risk signals when drafted
 
 
 class ApprovalDecision(Record):
@@ -222,6 +242,31 @@ class EmailOutcome(Record):
         return self.outcome in self.TERMINAL
 
 
+RiskKind = Literal["usage_drop", "nps_drop", "ticket_surge", "champion_departure", "no_new_users",
+                   "invoice_overdue", "mrr_contraction"]
+RiskLevel = Literal["yellow", "orange", "red", "executive"]
+#: lowest to highest: a gate "at or above orange" holds for orange, red and executive
+RISK_LEVELS: tuple[RiskLevel, ...] = ("yellow", "orange", "red", "executive")
+
+
+class RiskSignal(Record):
+    """One risk episode's opening or clearing (the signals issue); opening and clearing share signal_id."""
+
+    schema_name: ClassVar[str] = "risk_signal"
+    signal_id: str = NonEmpty
+    account_id: str = NonEmpty
+    kind: RiskKind
+    level: RiskLevel
+    state: Literal["open", "cleared"]
+    title: str
+    opened_at: datetime
+    at: datetime
+    evidence: list[Evidence] = []
+    playbook: list[str] = []
+    csm_email: str | None = None
+    account_name: str | None = None
+
+
 class DeadLetter(Record):
     schema_name: ClassVar[str] = "dead_letter"
     stage: str
@@ -250,7 +295,7 @@ class ResyncNeeded(Record):
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.schema_name: cls
     for cls in (TelemetryEvent, CrmChange, Milestone, ApprovalRequest, ApprovalDecision, EmailOutcome, DeadLetter,
-                ResyncNeeded)
+                ResyncNeeded, RiskSignal)
 }
 
 

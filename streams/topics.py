@@ -24,6 +24,8 @@ TOPICS = {
     "email_outcomes": ("emails.outcomes", "email_outcome"),
     # each sent email recorded in a CRM (Gainsight CS Timeline): the outbound stage's state, key approval_id
     "activity_outcomes": ("activities.outcomes", "activity_outcome"),
+    # risk episodes opening and clearing (the signals agent), keyed by account_id
+    "risks": ("risks", "risk_signal"),
     "deadletter": ("deadletter", "dead_letter"),
     # Salesforce CDC gaps: CRM records to re-read (key: entity name)
     "resync": ("crm.resync", "resync_needed"),
