@@ -99,10 +99,12 @@ def cmd_lag(args: argparse.Namespace) -> int:
     import json
 
     from milestone_stream.ops.lag import as_json, as_table, measure, product_groups
+    from milestone_stream.sinks.gainsight.config import GainsightSettings
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
-    groups = product_groups(s.app_id, TopicNames(s.topic_prefix), _adapter_topics(s))
+    groups = product_groups(s.app_id, TopicNames(s.topic_prefix), _adapter_topics(s),
+                            gainsight=GainsightSettings.from_env().enabled)
     bootstrap = _require_bootstrap(s)
 
     async def once() -> int:

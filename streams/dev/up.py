@@ -2,7 +2,7 @@
 
 Why one command: a new user sees the whole loop — a local broker (unless KAFKA_BOOTSTRAP_SERVERS),
 an SMTP catcher writing .eml files, the worker (detector and drafter), the approval UI, the sender
-and a sample data set — with milestones, the UI's sign-in link and each email printed as they come.
+(and the Gainsight stage when MILESTONES_GAINSIGHT_URL is set) and a sample data set — with milestones, the UI's sign-in link and each email printed as they come.
 """
 from __future__ import annotations
 
@@ -27,8 +27,11 @@ def up(exit_after: float | None, require_bootstrap: Callable[[Settings], str]) -
     from milestone_stream.dev.kafka_local import LocalKafka, _port_free, free_port
     from milestone_stream.dev.watch import watch_milestones
     from milestone_stream.sinks.approvals.links import sign_in_link
+    from milestone_stream.sinks.gainsight.config import GainsightSettings
 
     s = Settings.from_env()
+    # a bad Gainsight setting is one line before anything starts
+    stages = ("worker", "ui", "sender") + (("gainsight",) if GainsightSettings.from_env().enabled else ())
     if s.bootstrap_servers:
         require_bootstrap(s)  # an unreachable cluster is one line, before anything is started
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop cleans up like Ctrl-C: no orphaned children
@@ -61,7 +64,7 @@ def up(exit_after: float | None, require_bootstrap: Callable[[Settings], str]) -
                   flush=True)
         asyncio.run(ensure_topics(env["KAFKA_BOOTSTRAP_SERVERS"], TopicNames(s.topic_prefix).all(), s.partitions,
                                   s.replication_factor))
-        for name in ("worker", "ui", "sender"):
+        for name in stages:
             log_file = Path(s.data_dir) / f"{name}.log"
             log_file.parent.mkdir(parents=True, exist_ok=True)
             children.append(subprocess.Popen([sys.executable, "-m", "milestone_stream.cli", name], env=env,

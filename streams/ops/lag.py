@@ -29,12 +29,17 @@ class PartitionLag:
     age_seconds: float | None  # age of the oldest unconsumed record; None when nothing is waiting
 
 
-def product_groups(app_id: str, names: TopicNames, adapter_topics: Sequence[str] = ()) -> dict[str, list[str]]:
-    """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources)."""
-    return {
+def product_groups(app_id: str, names: TopicNames, adapter_topics: Sequence[str] = (),
+                   gainsight: bool = False) -> dict[str, list[str]]:
+    """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources;
+    the Gainsight stage's only when it is configured: a stage that is off would show its whole topic as lag)."""
+    groups = {
         app_id: [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, *adapter_topics],
         f"{app_id}-sender": [names.approval_requests, names.approval_decisions],
     }
+    if gainsight:
+        groups[f"{app_id}-gainsight"] = [names.email_outcomes]
+    return groups
 
 
 async def measure(bootstrap: str, groups: dict[str, list[str]]) -> list[PartitionLag]:
