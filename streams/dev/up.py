@@ -2,7 +2,8 @@
 
 Why one command: a new user sees the whole loop — a local broker (unless KAFKA_BOOTSTRAP_SERVERS),
 an SMTP catcher writing .eml files, the worker (detector and drafter), the approval UI, the sender
-(and the Gainsight stage when MILESTONES_GAINSIGHT_URL is set) and a sample data set — with milestones, the UI's sign-in link and each email printed as they come.
+(and the Gainsight stage when MILESTONES_GAINSIGHT_URL is set) and a sample data set — with
+milestones, the UI's sign-in link and each email printed as they come.
 """
 from __future__ import annotations
 
