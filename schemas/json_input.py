@@ -35,6 +35,8 @@ ERROR_MAX = 1_000    # characters of a dead letter's error text built here
 PART_MAX = 80        # characters of one field name or message within it
 ERRORS_SHOWN = 5     # validation errors named (the rest counted)
 WHITESPACE = b" \t\r\n"  # JSON's own (RFC 8259 §2)
+BOM = b"\xef\xbb\xbf"      # UTF-8 byte-order mark: not JSON (RFC 8259 §8.1), but what some editors write
+MISTAKEN_STARTS = WHITESPACE + b"[" + BOM[:1]
 
 R = TypeVar("R", bound=Record)
 
@@ -63,9 +65,20 @@ def is_json(data: bytes) -> bool:
     return data.lstrip(WHITESPACE)[:1] == b"{"
 
 
+def meant_as_json(data: bytes) -> bool:
+    """A JSON object, or what a JSON producer got wrong (a byte-order mark before it, an array of
+    documents): read as JSON so that its dead letter says what is wrong, not `wrong_marker`."""
+    first = data[:1]
+    if first == b"{":
+        return True
+    if not first or first not in MISTAKEN_STARTS:  # the hot path: Avro starts with C3 (or a registry's 00)
+        return False
+    return data.removeprefix(BOM).lstrip(WHITESPACE)[:1] in (b"{", b"[")
+
+
 def accepts_json(record_type: type[Record], data: bytes) -> bool:
     """This input is a JSON document of a record that may arrive as JSON."""
-    return record_type in JSON_RECORDS and is_json(data)
+    return record_type in JSON_RECORDS and meant_as_json(data)
 
 
 def decode(record_type: type[R], data: bytes, max_bytes: int = MAX_DOCUMENT_BYTES) -> R:
@@ -73,6 +86,11 @@ def decode(record_type: type[R], data: bytes, max_bytes: int = MAX_DOCUMENT_BYTE
     if len(data) > max_bytes:
         raise DocumentTooLarge(f"{record_type.schema_name}: the JSON document is {len(data):,} bytes, "
                                f"over the {max_bytes:,} read")
+    if data.startswith(BOM):
+        raise MalformedJson(f"{record_type.schema_name}: the document starts with a UTF-8 byte-order mark, which "
+                            "JSON does not allow (RFC 8259 §8.1): send it without one")
+    if data.lstrip(WHITESPACE)[:1] == b"[":
+        raise InvalidDocument(f"{record_type.schema_name}: a JSON array: send one document (an object) per message")
     parse(data, record_type.schema_name)
     try:
         # strict: the contract's types as JSON spells them (a number is a number, a time an RFC 3339 string)

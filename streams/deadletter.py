@@ -124,11 +124,12 @@ class DeadLetters:
 
 
 async def decode_or_park(record_type: type[R], *, value: bytes | None, key: bytes | None, topic: str,
-                         partition: int, offset: int, stage: str, dead_letters: DeadLetters) -> R | None:
+                         partition: int, offset: int, stage: str, dead_letters: DeadLetters,
+                         max_json_bytes: int = json_input.MAX_DOCUMENT_BYTES) -> R | None:
     """Decode and validate one input; on failure, dead-letter it and return None so the stream goes on."""
     try:
         if value is not None and json_input.accepts_json(record_type, value):  # a JSON telemetry event or CRM change
-            return json_input.decode(record_type, value)
+            return json_input.decode(record_type, value, max_json_bytes)
         await confluent.prefetch(value)  # a Confluent-framed value's writer schema, fetched off the event loop
         return record_type.from_avro(value)
     except CodecError as exc:

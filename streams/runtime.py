@@ -85,7 +85,8 @@ class Runtime:
         """The valid record, or None after dead-lettering it (undecodable, invalid, wrong key, rejected)."""
         msg = event.message
         where = dict(key=msg.key, value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        record = await decode_or_park(record_type, stage=stage, dead_letters=self.dead_letters, **where)
+        record = await decode_or_park(record_type, stage=stage, dead_letters=self.dead_letters,
+                                      max_json_bytes=self.settings.max_message_bytes, **where)
         if record is None:
             return None
         # every input an agent decodes is keyed by its account (Record itself has no account_id field)

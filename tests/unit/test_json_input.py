@@ -177,3 +177,21 @@ def test_json_schema_writes_the_files_it_checks(tmp_path):
     assert sorted(p.name for p in written) == ["crm_change.schema.json", "telemetry_event.schema.json"]
     for path in written:
         assert json.loads(path.read_text())["$schema"] == json_schema.DIALECT
+
+
+def test_a_byte_order_mark_or_an_array_is_read_as_json_and_refused_saying_what_is_wrong():
+    doc = as_bytes(event_doc())
+    # not Avro with a wrong marker: what a JSON producer got wrong, named in the dead letter
+    assert accepts_json(TelemetryEvent, b"\xef\xbb\xbf" + doc) and accepts_json(TelemetryEvent, b" [" + doc + b"]")
+    assert not accepts_json(TelemetryEvent, TelemetryEvent(**{**event_doc(), "occurred_at": NOW}).to_avro())
+    with pytest.raises(MalformedJson, match="byte-order mark"):
+        decode(TelemetryEvent, b"\xef\xbb\xbf" + doc)
+    with pytest.raises(InvalidDocument, match="a JSON array: send one document"):
+        decode(TelemetryEvent, b"[" + doc + b"]")
+
+
+def test_the_document_bound_is_the_one_the_worker_is_given():
+    padded = as_bytes(event_doc())[:-1] + b" " * 1_100_000 + b"}"  # valid, over the default bound
+    with pytest.raises(DocumentTooLarge):
+        decode(TelemetryEvent, padded)
+    assert decode(TelemetryEvent, padded, max_bytes=2_000_000).event_id == event_doc()["event_id"]
