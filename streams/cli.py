@@ -215,7 +215,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from datetime import datetime, timedelta
 
     from milestone_stream.ops.progress import Progress
-    from milestone_stream.ops.publish import guess_format, publish, retime_shift
+    from milestone_stream.ops.publish import Summary, guess_format, publish, retime_shift
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
@@ -236,14 +236,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
         shift = retime_shift(stream, fmt, args.kind, datetime.now(UTC)) if args.retime else timedelta(0)
         if bootstrap:
             asyncio.run(_ensure_topics(s, bootstrap))
+        summary = Summary()
         try:
-            summary = asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap,
-                                          names=TopicNames(s.topic_prefix), progress=progress, shift=shift))
+            asyncio.run(publish(stream, fmt, args.kind, bootstrap=bootstrap, names=TopicNames(s.topic_prefix),
+                                progress=progress, shift=shift, summary=summary))
         except KeyboardInterrupt:  # Ctrl-C: say what that means instead of a traceback
             progress.close()
             print("milestones publish: interrupted: " + ("nothing was sent (dry run)" if bootstrap is None else
-                  "some lines may have been sent and others not; publishing the file again is safe (each "
-                  "line's id is kept or derived from its content, so nothing counts twice)"), file=sys.stderr)
+                  f"{summary.acked:,} record(s) acknowledged by the broker, every line up to line "
+                  f"{summary.acked_through:,} included; later lines may have been sent or not. Publishing the "
+                  "file again is safe (each line's id is kept or derived from its content, so nothing counts "
+                  "twice)"), file=sys.stderr)
             return 130
     print("\n".join(summary.lines()), flush=True)
     return 1 if summary.refused else 0

@@ -59,6 +59,8 @@ class Summary:
     sent: Counter[str] = field(default_factory=Counter)
     refused: list[Refusal] = field(default_factory=list)
     dry_run: bool = False
+    acked: int = 0        # records the broker acknowledged so far
+    acked_through: int = 0  # every line up to this one was acknowledged or refused (what an interrupt can promise)
 
     def lines(self) -> list[str]:
         verb = "valid (dry run, nothing sent)" if self.dry_run else "sent"
@@ -285,10 +287,11 @@ def _shifted(items: Iterator[Line | Refusal], shift: timedelta) -> Iterator[Line
 
 
 async def publish(stream: BinaryIO, fmt: Format, kind: Kind | None, *, bootstrap: str | None, names: TopicNames,
-                  progress: Progress, shift: timedelta = timedelta(0)) -> Summary:
+                  progress: Progress, shift: timedelta = timedelta(0), summary: Summary | None = None) -> Summary:
     """Validate every line; send the valid ones unless `bootstrap` is None (a dry run), their times
-    moved by `shift` (`--retime`)."""
-    summary = Summary(dry_run=bootstrap is None)
+    moved by `shift` (`--retime`). `summary` (filled as it goes) tells an interrupted caller how far it got."""
+    summary = summary or Summary()
+    summary.dry_run = bootstrap is None
     reader, lines = read(stream, fmt, kind)
     items = _shifted(lines, shift)
     topics: dict[Kind, str] = {"telemetry": names.telemetry, "crm": names.crm}
@@ -305,16 +308,22 @@ async def publish(stream: BinaryIO, fmt: Format, kind: Kind | None, *, bootstrap
                                                    value=item.record.to_avro(),
                                                    timestamp_ms=int(item.record.occurred_at.timestamp() * 1000)))
                     if len(pending) >= IN_FLIGHT:
-                        for ack in pending:
-                            await ack
-                        pending.clear()
+                        await _acked(summary, pending, reader.number)
                 _count(summary, item)
                 progress.update(reader.consumed, reader.number)
-            for ack in pending:
-                await ack
+            await _acked(summary, pending, reader.number)
     progress.update(reader.consumed, reader.number, force=True)
     progress.close()
     return summary
+
+
+async def _acked(summary: Summary, pending: list, through: int) -> None:
+    """Await the in-flight sends; then every line up to `through` is acknowledged (or was refused)."""
+    for ack in pending:
+        await ack
+        summary.acked += 1
+    pending.clear()
+    summary.acked_through = through
 
 
 def _count(summary: Summary, item: Line | Refusal) -> None:

@@ -3,6 +3,7 @@ file (ids kept or derived, so a second publish counts nothing; refused lines nam
 nothing) and JSON documents on the input topics beside Avro (hostile ones dead-lettered)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -197,3 +198,41 @@ async def test_json_documents_on_the_topic_count_like_avro_and_hostile_ones_are_
         assert sorted((m.kind, m.threshold) for m in got) == [("feature_adopted", None), ("usage_threshold", 500.0)]
     finally:
         assert w.stop() == 0, f"worker did not exit cleanly; log: {w.log}"
+
+
+class _Interrupted(io.RawIOBase):
+    """A pipe of distinct telemetry lines on which the user presses Ctrl-C after `lines` of them."""
+
+    def __init__(self, lines: int) -> None:
+        self.left, self.number = lines, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if not self.left:
+            raise KeyboardInterrupt
+        self.left -= 1
+        self.number += 1
+        line = (json.dumps({"event_id": f"ctrl-c-{self.number}", "account_id": "ctrl-c", "metric": "emails_sent",
+                            "value": 1, "occurred_at": at(0), "source": "platform.mailer"}) + "\n").encode()
+        buffer[:len(line)] = line
+        return len(line)
+
+
+async def test_ctrl_c_while_publishing_says_how_many_lines_the_broker_acknowledged(
+        kafka_bootstrap, topics, monkeypatch, capsys):
+    from milestone_stream import cli
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("MILESTONES_TOPIC_PREFIX", topics.prefix)
+    monkeypatch.setenv("MILESTONES_PARTITIONS", "3")
+    stream = _Interrupted(2_500)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stream, buffer_size=200)))
+    # (cli.main runs its own event loop: off this test's loop, in a thread)
+    import asyncio
+    assert await asyncio.to_thread(cli.main, ["publish", "--format", "jsonl", "-"]) == 130
+    err = capsys.readouterr().err
+    assert "2,000 record(s) acknowledged by the broker, every line up to line 2,000 included" in err, err
+    on_topic = await read_topic(kafka_bootstrap, topics.telemetry)
+    assert len(on_topic) >= 2_000  # what it said was acknowledged is there
