@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from milestone_stream.agents.signals.rules import SignalRules
 from milestone_stream.settings import Strict, load_config_file
 
 
@@ -78,6 +79,8 @@ class Rules(Strict):
     max_future_skew_seconds: float = Field(300, ge=0)
     # the largest value one telemetry event may carry: above it the event is dead-lettered
     max_event_value: float = Field(1e9, gt=0, le=1e15)
+    # risk signals (agents/signals/rules.py, docs/risk-signals.md); None: none evaluated
+    signals: SignalRules | None = None
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Rules:
@@ -88,10 +91,12 @@ class Rules(Strict):
             raise ValueError(f"spike metric {self.spike.metric!r} is not a configured usage metric or gauge")
         if any(y <= 0 for y in self.anniversary_years):
             raise ValueError("anniversary_years must be positive")
+        if self.signals:
+            self.signals.check_metrics(set(self.usage), set(self.gauges))
         return self
 
     def known_metric(self, metric: str) -> bool:
-        return metric in self.usage or metric in self.gauges
+        return metric in self.usage or metric in self.gauges or bool(self.signals and metric in self.signals.counters)
 
     @classmethod
     def load(cls, path: Path | str | None) -> Rules:

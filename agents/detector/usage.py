@@ -6,6 +6,9 @@ together in one changelog write. Only this module knows the stored form's one-le
   t: {metric: cumulative total}          o: offset of the last applied input event
   w: {metric: spike window state}        s: {metric: [first, last] event time, epoch seconds}
   k: input offsets of this account's events that were parked (dead-lettered) instead of applied
+  m: {metric: {"YYYY-MM": month's total}}: the last MONTHS_KEPT UTC months by event time, every metric
+  d: {metric: {UTC day number since 1970: day's total}}: the metrics risk signals read, as many days as
+     their rules need (`SignalRules.daily_days`); a gauge's month and day keep its maximum, not a sum
 Why one-letter keys: the row is rewritten once per account per batch, so its bytes are changelog
 bytes; every other module reads it through `UsageRow`'s names and methods.
 
@@ -26,7 +29,7 @@ import bisect
 import hashlib
 import math
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from milestone_stream.ids import milestone_id
@@ -36,6 +39,8 @@ from milestone_stream.schemas.records import Evidence, Milestone, TelemetryEvent
 APPLIED, DUPLICATE, REPLAYED, BEYOND_HORIZON = "applied", "duplicate", "replayed", "beyond_dedupe_horizon"
 PARKED_KEPT = 256             # parked offsets a row remembers ...
 PARKED_SPAN = 1_000_000       # ... and only within this many offsets of its own (older ones are committed)
+MONTHS_KEPT = 13              # monthly totals: this month and the twelve before (the notes' "past year")
+DAY = 86400
 
 
 class SeenIds(Protocol):
@@ -61,7 +66,7 @@ class UsageRow:
     several times more, and only the containers change (windows are replaced or changed per metric).
     """
 
-    __slots__ = ("totals", "offset", "windows", "spans", "parked")
+    __slots__ = ("totals", "offset", "windows", "spans", "parked", "months", "days")
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}            # t
@@ -69,6 +74,8 @@ class UsageRow:
         self.windows: dict[str, dict] = {}            # w: {"s": start, "m": measure, "p": previous, "f": fired}
         self.spans: dict[str, list[float]] | None = None   # s: absent until a metric is counted
         self.parked: list[int] | None = None          # k: absent until an event is parked
+        self.months: dict[str, dict] | None = None    # m: absent until a metric is counted
+        self.days: dict[str, dict] | None = None      # d: absent until a metric a signal reads is counted
 
     @classmethod
     def from_stored(cls, value: object) -> UsageRow:
@@ -82,6 +89,9 @@ class UsageRow:
             spans, parked = value.get("s"), value.get("k")
             row.spans = spans if isinstance(spans, dict) else None
             row.parked = parked if isinstance(parked, list) else None
+            months, days = value.get("m"), value.get("d")
+            row.months = months if isinstance(months, dict) else None
+            row.days = days if isinstance(days, dict) else None
         return row
 
     def to_stored(self) -> dict:
@@ -92,6 +102,10 @@ class UsageRow:
             out["s"] = self.spans
         if self.parked is not None:
             out["k"] = self.parked
+        if self.months is not None:
+            out["m"] = self.months
+        if self.days is not None:
+            out["d"] = self.days
         return out
 
     def copy(self) -> UsageRow:
@@ -101,6 +115,8 @@ class UsageRow:
         out.windows = {m: dict(w) for m, w in self.windows.items()}
         out.spans = {m: list(v) for m, v in self.spans.items()} if self.spans is not None else None
         out.parked = list(self.parked) if self.parked is not None else None
+        out.months = _copy_nested(self.months)
+        out.days = _copy_nested(self.days)
         return out
 
     def mark_parked(self, offset: int) -> None:
@@ -138,8 +154,74 @@ class UsageRow:
                 for metric, w in self.windows.items()]
 
 
+    def monthly(self, metric: str) -> dict[str, float]:
+        """{"YYYY-MM": total} of the metric by UTC month of event time, oldest first: the last 13 months
+        the row saw (a gauge's monthly maximum); unreadable entries are left out, a month without
+        events is absent."""
+        return dict(sorted(_numbers(_dict((self.months or {}).get(metric))).items()))
+
+    def daily(self, metric: str) -> dict[date, float]:
+        """{UTC day: total} of the metric by event time (a gauge's daily maximum), oldest first; only the
+        metrics risk signals read, only the days their rules need. A day without events is absent."""
+        out: dict[date, float] = {}
+        for key, value in _numbers(_dict((self.days or {}).get(metric))).items():
+            try:
+                out[EPOCH + timedelta(days=int(key))] = value
+            except (ValueError, OverflowError):
+                continue
+        return dict(sorted(out.items()))
+
+
+EPOCH = date(1970, 1, 1)
+
+
 def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def _numbers(value: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in value.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _copy_nested(value: dict[str, dict] | None) -> dict[str, dict] | None:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()} if value is not None else None
+
+
+def _count_by_period(row: UsageRow, event: TelemetryEvent, gauge: bool, keep_days: int | None) -> None:
+    """Add the event to its metric's month (and, for a metric a signal reads, its day). Bounded: a new
+    month or day drops the oldest beyond what is kept, and an event older than them is not counted
+    per period (its cumulative total counts)."""
+    metric, value, at = event.metric, event.value, event.occurred_at
+    if row.months is None:
+        row.months = {}
+    months = row.months.get(metric)
+    if not isinstance(months, dict):
+        months = row.months[metric] = {}
+    _add(months, f"{at.year:04d}-{at.month:02d}", value, gauge, MONTHS_KEPT)
+    if keep_days:
+        if row.days is None:
+            row.days = {}
+        days = row.days.get(metric)
+        if not isinstance(days, dict):
+            days = row.days[metric] = {}
+        _add(days, str(int(at.timestamp() // DAY)), value, gauge, keep_days)
+
+
+def _add(periods: dict, key: str, value: float, gauge: bool, kept: int) -> None:
+    before = periods.get(key)
+    if isinstance(before, (int, float)):
+        periods[key] = max(before, value) if gauge else before + value
+        return
+    periods[key] = value
+    if len(periods) > kept:  # a new period: keep the `kept` latest (day numbers compare as numbers)
+        order = sorted(periods, key=_period_order)
+        for old in order[:len(order) - kept]:
+            del periods[old]
+
+
+def _period_order(key: str) -> tuple[int, str]:
+    return (int(key), "") if key.isdigit() else (0, key)
 
 
 def rejection(event: TelemetryEvent, rules: Rules, now: datetime) -> tuple[str, str] | None:
@@ -190,6 +272,8 @@ def apply_event(row: UsageRow, event: TelemetryEvent, offset: int, rules: Rules,
         fired += _tiers_crossed(event, before, after, rules)
     if rules.spike and event.metric == rules.spike.metric:
         fired += _spike(row, event, rules.spike, rules.gauges)
+    _count_by_period(row, event, event.metric in rules.gauges,
+                     rules.signals.daily_days.get(event.metric) if rules.signals else None)
     return APPLIED, fired
 
 

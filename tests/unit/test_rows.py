@@ -38,6 +38,8 @@ USAGE_ADAPTED = (b'{"t":{"emails_sent":612.5},"o":3,"w":{"active_users":{"s":177
                  b'"f":1779926400.0}},"x":{"segment#0":41},"s":{"emails_sent":[1780272000.0,1780358400.0]}}')
 # the same row after an event at offset 9 was parked (dead-lettered instead of applied)
 USAGE_PARKED = USAGE.replace(b'"o":3', b'"o":9')[:-1] + b',"k":[9]}'
+# the same events counted since the monthly totals ("m", after every older key; a gauge keeps its maximum)
+MONTHLY = b',"m":{"emails_sent":{"2026-06":612.5},"active_users":{"2026-05":30.0,"2026-06":50.0}}}'
 PROFILE = (b'{"p":{"name":"Acme","roi_percent":160.0,"contract_start":"2024-06-01"},"c":[{"name":"Jane",'
            b'"email":"jane@a.example","role":"executive_sponsor"}],"f":["3310d5424863db2385145f663ab17e45",'
            b'"7435b1970ba433c27a55ca58c5a24a64"],"a":[],"o":{"crm":3},"r":["c1"],"s":{"name":["salesforce",'
@@ -95,11 +97,11 @@ def milestone() -> Milestone:
 
 
 def test_each_row_writes_the_bytes_the_dict_rows_wrote():
-    assert stored(usage_row()) == USAGE
-    assert stored(usage_row(adapted=True)) == USAGE  # an adapter's record leaves no trace in the row
+    assert stored(usage_row()) == USAGE[:-1] + MONTHLY
+    assert stored(usage_row(adapted=True)) == USAGE[:-1] + MONTHLY  # an adapter's record leaves no trace
     parked = usage_row()
     parked.mark_parked(9)
-    assert stored(parked) == USAGE_PARKED
+    assert stored(parked) == USAGE_PARKED[:-1] + MONTHLY
     assert stored(profile_row()) == PROFILE
     row = CelebrationRow()
     policy.take_in(row, milestone(), ("milestones", 0, 1), AT)
