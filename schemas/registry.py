@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +32,7 @@ CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 MAX_RESPONSE_BYTES = 1024 * 1024  # a schema document; the product's largest is under 8 KB
 CACHE_SIZE = 1024                 # ids kept (known schemas and ids the registry said it lacks)
 TIMEOUT = 5.0                     # seconds per request
+REFUSAL_SECONDS = 60.0            # an id the registry lacked is asked again after this
 
 
 class RegistryUnavailable(ConnectionError):
@@ -63,7 +66,8 @@ class SchemaRegistry:
     (`confluent.prefetch`) so its event loop never waits on the network."""
 
     def __init__(self, url: str, timeout: float = TIMEOUT, cache_size: int = CACHE_SIZE,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, refusal_seconds: float = REFUSAL_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         # userinfo in the URL (https://key:secret@host) becomes basic auth, as Confluent Cloud expects
         parsed = httpx.URL(url)
         auth = (parsed.username, parsed.password) if parsed.username else None
@@ -73,6 +77,10 @@ class SchemaRegistry:
         # an id's schema, or the refusal to repeat for it (no such id, a schema too large to take)
         self._cache: OrderedDict[int, RegisteredSchema | CodecError] = OrderedDict()
         self._cache_size = cache_size
+        # when each refusal was cached: after `refusal_seconds` the id is asked again (a schema registered
+        # late, or a registry restored from a backup, is then read without restarting the worker)
+        self._refused_at: dict[int, float] = {}
+        self._refusal_seconds, self._clock = refusal_seconds, clock
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -82,22 +90,31 @@ class SchemaRegistry:
 
     def is_cached(self, schema_id: int) -> bool:
         with self._lock:
-            return schema_id in self._cache
+            return schema_id in self._cache and not self._stale(schema_id)
+
+    def _stale(self, schema_id: int) -> bool:
+        """A cached refusal old enough to ask again (call with the lock held)."""
+        at = self._refused_at.get(schema_id)
+        return at is not None and self._clock() - at >= self._refusal_seconds
 
     def schema(self, schema_id: int) -> RegisteredSchema:
         """The schema registered under `schema_id` (from the cache after the first call); a
         `CodecError` (a dead letter) if the registry has no such id or its schema is too large,
         `RegistryUnavailable` (an outage) if it cannot answer now."""
         with self._lock:
-            found = self._cache.get(schema_id)
+            found = None if self._stale(schema_id) else self._cache.get(schema_id)
             if found is not None:
                 self._cache.move_to_end(schema_id)
         if found is None:
             found = self._fetch(schema_id)
             with self._lock:
                 self._cache[schema_id] = found
+                if isinstance(found, CodecError):
+                    self._refused_at[schema_id] = self._clock()
+                else:
+                    self._refused_at.pop(schema_id, None)
                 while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                    self._refused_at.pop(self._cache.popitem(last=False)[0], None)
         if isinstance(found, CodecError):
             # a new instance each time: re-raising the cached one would chain every raise's frames (and
             # the record bytes they hold) onto its traceback, without bound
@@ -109,8 +126,9 @@ class SchemaRegistry:
         back the values it writes (milestones, say) without a lookup."""
         with self._lock:
             self._cache[registered.schema_id] = registered
+            self._refused_at.pop(registered.schema_id, None)
             while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+                self._refused_at.pop(self._cache.popitem(last=False)[0], None)
 
     def _fetch(self, schema_id: int) -> RegisteredSchema | CodecError:
         try:
