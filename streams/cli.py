@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -126,9 +126,17 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 1 if args.max_lag is not None and total > args.max_lag else 0
 
 
+def _instant(option: str, text: str) -> datetime:
+    """An ISO-8601 time from the command line; without an offset it is UTC (as every time the product shows)."""
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not an ISO-8601 time (e.g. 2026-11-25T09:00Z)") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     import json
-    from datetime import datetime
 
     from milestone_stream.ops.deadletters import AlreadyReplayed, describe, parked, replay
     from milestone_stream.topics import TopicNames
@@ -137,7 +145,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     names = TopicNames(s.topic_prefix)
     bootstrap = _require_bootstrap(s)
     if args.action == "list":
-        since = datetime.fromisoformat(args.since.replace("Z", "+00:00")) if args.since else None
+        since = _instant("--since", args.since) if args.since else None
         found = asyncio.run(parked(bootstrap, names, stage=args.stage, reason=args.reason, since=since))
         for p in found:
             print(json.dumps({"id": p.id, "replayed_at": p.replayed_at, **p.letter.model_dump(mode="json",
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     q = dl.add_parser("list", help="dead letters, oldest first")
     q.add_argument("--stage")
     q.add_argument("--reason")
-    q.add_argument("--since", help="ISO time")
+    q.add_argument("--since", help="ISO time (UTC unless it has an offset)")
     q.add_argument("--json", action="store_true")
     q = dl.add_parser("replay", help="re-publish dead letters to their original topic, once")
     q.add_argument("ids", nargs="+", help="ids from `deadletter list` (partition:offset)")

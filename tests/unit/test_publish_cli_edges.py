@@ -42,3 +42,12 @@ def test_ctrl_c_while_publishing_is_reported_not_a_traceback(monkeypatch: pytest
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(_CtrlC(), buffer_size=len(LINE))))
     assert cli.main(["publish", "--dry-run", "-"]) == 130
     assert "interrupted: nothing was sent (dry run)" in capsys.readouterr().err
+
+
+def test_deadletter_since_is_utc_without_an_offset_and_a_bad_time_is_one_line():
+    from datetime import UTC, datetime
+
+    assert cli._instant("--since", "2026-11-25T09:00") == datetime(2026, 11, 25, 9, tzinfo=UTC)
+    assert cli._instant("--since", "2026-11-25T10:00+01:00") == datetime(2026, 11, 25, 9, tzinfo=UTC)
+    with pytest.raises(cli.ConfigError, match="--since 'yesterday' is not an ISO-8601 time"):
+        cli._instant("--since", "yesterday")
