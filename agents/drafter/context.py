@@ -90,7 +90,12 @@ def format_number(value: object, percent: bool = False) -> str | None:
 
 class Fact(BaseModel):
     """One figure the note may state, exactly as it may be written, where it came from, and the
-    figures it states (`numbers`: what the grounding guard accepts; labels never count)."""
+    figures it states (`numbers`: what the grounding guard accepts; labels never count).
+
+    `said` is how a note says it ("10,450 touchpoints with clients", "in June 2024", "152% ROI in
+    Q2 2026"): the template writes it and the model is given it; its figures are among `numbers`
+    (a framing phrase's own digits never are). `key` names the fact for the template
+    ("lifetime:emails_sent", "past_year:emails_sent", "customer_since", "roi")."""
 
     model_config = ConfigDict(frozen=True)
     label: str
@@ -99,6 +104,8 @@ class Fact(BaseModel):
     record: str
     as_of: datetime
     numbers: tuple[Figure, ...] = ()
+    said: str = ""
+    key: str = ""
 
     def citation(self) -> Citation:
         return Citation(figure=f"{self.label}: {self.figure}", source=self.source, record=self.record,
@@ -124,6 +131,13 @@ class Context(BaseModel):
     health: str | None = None
     open_escalations: int | None = 0      # None: the CRM's value could not be read (see data_notes)
     data_notes: list[str] = []            # CRM values that could not be read, for the CSM
+    # the value summary: each configured usage metric's lifetime total (rules' order, totals above 0),
+    # and for an anniversary the past twelve months' (from the usage row's monthly totals)
+    lifetime: list[Fact] = []
+    past_year: list[Fact] = []
+    since: Fact | None = None             # what "since …" in the summary refers to (see `summary_since`)
+    roi: Fact | None = None               # the CRM's ROI, said with its period when the CRM gives one
+    roi_period: str | None = None         # "Q2 2026", "H1 2026", "FY2026", "2026" (`read_period`)
 
     @property
     def executives(self) -> list[Contact]:
@@ -146,6 +160,63 @@ class Context(BaseModel):
             elif m.kind == "certification" and m.metric:
                 names.append(clean_text(m.metric.split(".", 1)[-1].replace("_", " "), LABEL_LIMIT))
         return [n for n in dict.fromkeys(names) if n]
+
+
+# --- human words for figures and dates -----------------------------------------------------------
+
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+_SMALL = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+SINCE_START_DAYS = 45     # usage counted from within this many days of the contract's start covers "since you joined"
+SINCE_SHOWN_DAYS = 60     # a count that started fewer days ago than this is said "so far", without a month
+
+
+def month_year(day: date) -> str:
+    """"June 2024": the month and year a note writes for a date (the day would be a figure no fact states)."""
+    return f"{MONTHS[day.month - 1]} {day.year}"
+
+
+def count_words(n: int) -> str:
+    """A small whole number in words ("two"), a larger one in digits ("20", "1,200")."""
+    return _SMALL[n] if 0 <= n < len(_SMALL) else f"{n:,}"
+
+
+def years_phrase(n: int) -> str:
+    """"one year", "two years", "25 years"."""
+    return f"{count_words(n)} year{'' if n == 1 else 's'}"
+
+
+def metric_words(metric: str | None, industry: str | None, rules: Rules) -> str:
+    """A usage metric in the customer's words: the industry's framing from the rules ("touchpoints
+    with clients" for financial services), else the metric's label ("emails sent"), else its name."""
+    framing = rules.drafting.framing.get(metric or "", {})
+    if industry and industry.lower() in framing:
+        return framing[industry.lower()]
+    usage = rules.usage.get(metric or "")
+    return usage.label if usage and usage.label else clean_text((metric or "").replace("_", " "), LABEL_LIMIT)
+
+
+_PERIODS = [
+    (re.compile(r"(Q[1-4]|H[12])[\s/-]*((?:19|20)\d{2})"), "{0} {1}"),      # Q2 2026, H1-2026
+    (re.compile(r"((?:19|20)\d{2})[\s/-]*(Q[1-4]|H[12])"), "{1} {0}"),      # 2026-Q2, 2026 H1
+    (re.compile(r"FY[\s-]*((?:19|20)\d{2})"), "FY{0}"),                     # FY2026, FY 2026
+    (re.compile(r"((?:19|20)\d{2})"), "{0}"),                                # 2026
+]
+
+
+def read_period(raw: object) -> str | None:
+    """The ROI's period from the CRM's `roi_period` field as the note writes it: "Q2 2026", "H1 2026",
+    "FY2026" or "2026" (also read: "2026-Q2", "q2/2026", "FY 2026"); None for anything else (free
+    text, markup, a date, a number): the ROI is then stated without a period."""
+    if not isinstance(raw, str) or len(raw) > 40:
+        return None
+    text = " ".join(raw.upper().split())
+    for pattern, shape in _PERIODS:
+        found = pattern.fullmatch(text)
+        if found:
+            return shape.format(*found.groups())
+    return None
 
 
 # --- figures as written ------------------------------------------------------------------------
@@ -411,6 +482,9 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
 
     facts = [f for m in milestones for f in _milestone_facts(m)]
     contacts = _contacts(profile_row.contacts, notes)
+    industry = clean_text(p.get("industry"), LABEL_LIMIT) or None
+    lifetime: dict[str, Fact] = {}
+    first_use: list[float] = []     # first event time of each metric in the summary
     for metric, total in sorted(usage_row.totals.items(), key=lambda kv: str(kv[0])):
         figure = format_number(total)
         if figure is None:
@@ -419,11 +493,19 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
         label = (rules.usage[metric].label if metric in rules.usage and rules.usage[metric].label
                  else str(metric).replace("_", " "))
         first_last = _span(usage_row.first_last(metric))
-        facts.append(Fact(label=f"lifetime {clean_text(label, LABEL_LIMIT)}", figure=figure,
-                          source=f"{DETECTOR} usage table",
-                          record=f"sum of telemetry.events for account {clean_text(account_id, ACCOUNT_LIMIT)}, "
-                                 f"metric {clean_text(metric, LABEL_LIMIT)}",
-                          as_of=_epoch(first_last[1]) if first_last else now, numbers=_stated(figure)))
+        began = _epoch(first_last[0]) if first_last else None
+        counted_from = f" from {began.date().isoformat()}" if began else ""
+        fact = Fact(label=f"lifetime {clean_text(label, LABEL_LIMIT)}", figure=figure,
+                    source=f"{DETECTOR} usage table",
+                    record=f"sum of telemetry.events for account {clean_text(account_id, ACCOUNT_LIMIT)}, "
+                           f"metric {clean_text(metric, LABEL_LIMIT)}{counted_from}",
+                    as_of=_epoch(first_last[1]) if first_last else now, numbers=_stated(figure),
+                    said=f"{figure} {metric_words(metric, industry, rules)}", key=f"lifetime:{metric}")
+        facts.append(fact)
+        if metric in rules.usage and isinstance(total, (int, float)) and total > 0:
+            lifetime[metric] = fact
+            if first_last:
+                first_use.append(first_last[0])
     for metric, start, measure in sorted(usage_row.window_measures(), key=lambda w: str(w[0])):
         figure, start = format_number(measure), _epoch(start)
         if figure is None or start is None:
@@ -439,18 +521,36 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
     if modules:
         facts.append(crm_fact("modules adopted", flags[0], f"{len(modules)} ({', '.join(modules)})",
                               numbers=(("number", float(len(modules))),)))
-    roi = p.get("roi_percent")
+    roi, roi_fact = p.get("roi_percent"), None
+    period = read_period(p.get("roi_period"))
+    if p.get("roi_period") not in (None, "") and period is None:
+        notes.append(f"ROI period: unreadable roi_period {_shown(p.get('roi_period'))} in CRM — "
+                     "the note states the ROI without a period")
     if roi is not None:
         figure = format_number(roi, percent=True) if _plausible(roi, 1e6) else None
         if figure:
-            facts.append(crm_fact("reported ROI", "roi_percent", figure))
+            roi_fact = crm_fact("reported ROI", "roi_percent", figure).model_copy(update={
+                "said": f"{figure} ROI" + (f" in {period}" if period else ""), "key": "roi"})
+            facts.append(roi_fact)
+            if period:
+                facts.append(crm_fact("reported ROI period", "roi_period", period).model_copy(
+                    update={"said": f"in {period}", "key": "roi_period"}))
         else:
             notes.append(f"reported ROI: unreadable value {_shown(roi)} in CRM")
     since = _date(p.get("contract_start"), now)
+    since_fact = None
     if since:
-        facts.append(crm_fact("customer since", "contract_start", since.isoformat()))
+        since_fact = crm_fact("customer since", "contract_start", since.isoformat()).model_copy(
+            update={"said": month_year(since), "key": "customer_since"})
+        facts.append(since_fact)
     elif p.get("contract_start") not in (None, ""):
         notes.append(f"customer since: unreadable contract_start {_shown(p.get('contract_start'))} in CRM")
+    summary_since = _summary_since(account_id, since_fact, since, first_use, now)
+    if summary_since is not None and summary_since is not since_fact:
+        facts.append(summary_since)
+    past_year = _past_year(account_id, lifetime, usage_row, industry, rules, now) \
+        if any(m.kind == "anniversary" for m in milestones) else []
+    facts += past_year
     pace = _pace(account_id, milestones, usage_row, rules)
     if pace:
         facts.append(pace)
@@ -465,15 +565,62 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
     if escalations is None:
         notes.append(f"open escalations: unreadable value {_shown(p.get('open_escalations'))} in CRM — "
                      "check the account before sending")
-    return Context(account_id=account_id, account_name=name,
-                   industry=clean_text(p.get("industry"), LABEL_LIMIT) or None,
+    return Context(account_id=account_id, account_name=name, industry=industry,
                    top_use_case=clean_text(p.get("top_use_case"), TEXT_LIMIT) or None,
                    csm_name=clean_text(p.get("csm_name"), NAME_LIMIT) or None,
                    csm_email=p.get("csm_email") if isinstance(p.get("csm_email"), str) and p.get("csm_email") else None,
                    contacts=contacts, milestones=milestones, facts=facts, modules_adopted=modules,
                    customer_since=since, pace=pace,
                    health=clean_text(health, LABEL_LIMIT) or None if isinstance(health, str) else None,
-                   open_escalations=escalations, data_notes=notes)
+                   open_escalations=escalations, data_notes=notes,
+                   lifetime=[lifetime[m] for m in rules.usage if m in lifetime], past_year=past_year,
+                   since=summary_since, roi=roi_fact, roi_period=period if roi_fact else None)
+
+
+def _summary_since(account_id: str, since_fact: Fact | None, since: date | None, first_use: list[float],
+                   now: datetime) -> Fact | None:
+    """What the value summary counts from: the customer's start (`customer_since`) when usage was
+    counted from within SINCE_START_DAYS of it; else the month counting began (`usage_since`) when
+    that is at least SINCE_SHOWN_DAYS ago; else nothing (the note says "so far"). Why: lifetime totals
+    are sums of the telemetry this system has seen, so "since you joined" is claimed only when the
+    telemetry goes back that far."""
+    first = _epoch(min(first_use)) if first_use else None
+    if first is None:
+        return since_fact
+    if since_fact is not None and since is not None and (first.date() - since).days <= SINCE_START_DAYS:
+        return since_fact
+    if (now - first).days < SINCE_SHOWN_DAYS:
+        return None
+    day = first.date().isoformat()
+    return Fact(label="usage counted since", figure=day, source=f"{DETECTOR} usage table",
+                record=f"first telemetry.events of account {clean_text(account_id, ACCOUNT_LIMIT)} in the summary",
+                as_of=first, numbers=_stated(day), said=month_year(first.date()), key="usage_since")
+
+
+def _past_year(account_id: str, lifetime: dict[str, Fact], usage_row: UsageRow, industry: str | None,
+               rules: Rules, now: datetime) -> list[Fact]:
+    """The past year's total of each metric in the lifetime summary (for anniversaries): the sum of
+    the usage row's monthly totals for the twelve UTC months ending with the current one (a little
+    under a year: never more than the year). Left out when it equals the lifetime total (all usage
+    fell within the year: the summary would say the same twice) or when the row has no monthly
+    totals (rows written before they were kept)."""
+    this_month = now.year * 12 + now.month - 1
+    months = [f"{n // 12:04d}-{n % 12 + 1:02d}" for n in range(this_month - 11, this_month + 1)]
+    out = []
+    for metric, total_fact in lifetime.items():
+        monthly = usage_row.monthly(metric)
+        total = sum(v for k, v in monthly.items() if k in months)
+        figure = format_number(total)
+        if not monthly or figure is None or total <= 0 or figure == total_fact.figure:
+            continue
+        out.append(Fact(label=f"{total_fact.label.removeprefix('lifetime ')} in the past year", figure=figure,
+                        source=f"{DETECTOR} usage table",
+                        record=f"monthly totals of telemetry.events for account "
+                               f"{clean_text(account_id, ACCOUNT_LIMIT)}, metric {clean_text(metric, LABEL_LIMIT)}, "
+                               f"{months[0]} to {months[-1]}",
+                        as_of=total_fact.as_of, numbers=_stated(figure),
+                        said=f"{figure} {metric_words(metric, industry, rules)}", key=f"past_year:{metric}"))
+    return out
 
 
 def milestone_title(m: Milestone) -> str:

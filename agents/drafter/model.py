@@ -34,7 +34,15 @@ from pydantic import ValidationError
 
 from milestone_stream.agents.drafter.context import Context
 from milestone_stream.agents.drafter.guard import guard
-from milestone_stream.agents.drafter.template import TEMPLATE, Note, headline, phrase, template_note
+from milestone_stream.agents.drafter.template import (
+    SUBJECT_LIMIT,
+    TEMPLATE,
+    Note,
+    headline,
+    lead_first,
+    phrase,
+    template_note,
+)
 from milestone_stream.rules import Rules
 from milestone_stream.settings import DEFAULT_MODEL
 
@@ -48,6 +56,13 @@ Rules:
   compute, round or invent any other number.
 - Do not include links, email addresses, a greeting line or a signature: they are added afterwards.
 - Frame the milestone in the customer's business terms (the `framing` given for their industry).
+- Lead with `lead_milestone` as one clear message. If `also_milestones` is not empty, name them briefly in
+  one short "and also" sentence after it.
+- Include a value summary from `value_summary` (lifetime figures, the past year's for an anniversary),
+  using the facts' `say` wording.
+- Write dates as people say them ("in June 2024", "two years"), never as ISO dates or with a day of the month.
+- The subject is one line a person would write, at most 70 characters, e.g. "Celebrating 10,000
+  touchpoints with clients".
 - 2 to 4 short paragraphs. Answer only by calling the draft_note tool."""
 
 TOOL: ToolParam = {
@@ -56,7 +71,8 @@ TOOL: ToolParam = {
     "input_schema": {
         "type": "object",
         "properties": {
-            "subject": {"type": "string", "description": "One-line email subject."},
+            "subject": {"type": "string", "maxLength": SUBJECT_LIMIT,
+                        "description": f"One-line email subject, at most {SUBJECT_LIMIT} characters."},
             "paragraphs": {"type": "array", "items": {"type": "string"}, "description": "Body paragraphs, plain text."},
         },
         "required": ["subject", "paragraphs"],
@@ -157,12 +173,26 @@ class Drafter:
 
 
 def prompt(ctx: Context, rules: Rules) -> str:
-    """The user turn: the task, then the account's data as one quoted JSON document."""
+    """The user turn: the task, then the account's data as one quoted JSON document.
+
+    The model gets the facts the template writes from (each with the words the template would use,
+    `say`), the lead milestone and the merged ones in the template's order, and the value summary."""
+    ordered = lead_first(ctx.milestones)
+    since = ctx.since
     data = {
         "account": ctx.account_name, "industry": ctx.industry, "top_use_case": ctx.top_use_case,
-        "milestones": [headline(m, ctx, rules) for m in ctx.milestones],
+        "lead_milestone": headline(ordered[0], ctx, rules) if ordered else None,
+        "also_milestones": [headline(m, ctx, rules) for m in ordered[1:]],
         "framing": {m.metric: phrase(m.metric, ctx, rules) for m in ctx.milestones if m.metric},
-        "facts": [{"what": f.label, "figure": f.figure} for f in ctx.facts],
+        "value_summary": {
+            "since": since.said if since else None,
+            "since_means": (None if since is None else "the customer's start" if since.key == "customer_since"
+                            else "when usage was first counted"),
+            "lifetime": [f.said for f in ctx.lifetime],
+            "past_year": [f.said for f in ctx.past_year],
+            "roi": ctx.roi.said if ctx.roi else None,
+        },
+        "facts": [{"what": f.label, "figure": f.figure, **({"say": f.said} if f.said else {})} for f in ctx.facts],
         "modules_adopted": ctx.modules_adopted,
         "close_with": rules.drafting.close_with,
     }
