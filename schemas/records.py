@@ -218,9 +218,10 @@ class ApprovalDecision(Record):
 Outcome = Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]
 # which message of an approval: the approved note, the CSM's notification by email, webhook and Slack
 # (csm_slack; csm_slack_update once decided), or the CSM's daily digest (email, Slack), whose "approval
-# id" is the digest's own deterministic id
+# id" is the digest's own deterministic id; or a risk signal's alert to the CSM (email, Slack), whose
+# "approval id" is the signal_id: one alert per episode
 Purpose = Literal["customer_email", "csm_notification", "csm_webhook", "csm_slack", "csm_slack_update",
-                  "csm_digest", "csm_digest_slack"]
+                  "csm_digest", "csm_digest_slack", "risk_alert", "risk_alert_slack"]
 
 
 class EmailOutcome(Record):

@@ -69,7 +69,7 @@ def required_topics(app: faust.App, settings: Settings) -> list[TopicSpec]:
     (co-partitioned), each table's changelog (compacted, with the table's extra configs) and Faust's
     leader topic. `topics.ensure` creates and checks them before any agent starts."""
     names = TopicNames(settings.topic_prefix)
-    inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock]
+    inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, names.risks]
     specs = [TopicSpec(n, settings.partitions) for n in inputs]
     for table in app.tables.values():
         configs = {"cleanup.policy": "compact", **{k: str(v) for k, v in table.extra_topic_configs.items()}}

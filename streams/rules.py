@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from milestone_stream.agents.drafter.riskrules import RiskRules
 from milestone_stream.agents.signals.rules import SignalRules
 from milestone_stream.settings import Strict, load_config_file
 
@@ -81,6 +82,8 @@ class Rules(Strict):
     max_event_value: float = Field(1e9, gt=0, le=1e15)
     # risk signals (agents/signals/rules.py, docs/risk-signals.md); None: none evaluated
     signals: SignalRules | None = None
+    # what an open risk signal does to celebrations, and the health score (agents/drafter/riskrules.py)
+    risk: RiskRules = RiskRules()
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Rules:

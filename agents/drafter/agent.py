@@ -28,6 +28,9 @@ from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import policy
 from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
+from milestone_stream.agents.drafter.gate_agent import GateAgents
+from milestone_stream.agents.drafter.gates import held_note
+from milestone_stream.agents.drafter.health import of_account as health_of
 from milestone_stream.agents.drafter.model import Drafter
 from milestone_stream.agents.drafter.template import render
 from milestone_stream.deadletter import Unprocessable
@@ -56,10 +59,12 @@ class DrafterAgents:
         self.cooldown = timedelta(days=rt.rules.cooldown_days)
         self.ttl = timedelta(hours=rt.rules.drafting.approval_ttl_hours)
         self.due: DueIndex[datetime] = DueIndex()
+        self.gates = GateAgents(rt)  # open risk signals, read here, written by the gates agent alone
 
     def install(self) -> None:
         rt, app = self.rt, self.rt.app
         app.agent(rt.channels.drafter_input, name="drafter")(self.drafter_agent)
+        self.gates.install()
         app.timer(interval=rt.settings.drafter_interval)(self.drafter_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register("drafter", {rt.names.milestones, rt.names.drafter_clock})
@@ -107,7 +112,15 @@ class DrafterAgents:
             drafted_by=drafted.drafted_by, guard_verdict=drafted.verdict,
             policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + self.ttl,
             milestone_titles=[milestone_title(m) for m in ctx.milestones],
-            milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)])
+            milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)],
+            **self.risk_fields(account, ctx, now))
+
+    def risk_fields(self, account: str, ctx: Any, now: datetime) -> dict[str, Any]:
+        """The account's health score (CSM only, recomputed from the current rows) and open risk signals."""
+        rt = self.rt
+        return {"health": health_of(ctx, ProfileRow.from_stored(rt.tables.profiles.get(account)),
+                                    UsageRow.from_stored(rt.tables.usage.get(account)), rt.rules, now),
+                "risk_signals": self.gates.titles(account)}
 
     async def park_held(self, account: str, row: policy.CelebrationRow, reason: str, error: str) -> None:
         """Dead-letter every held milestone (each replayable on its own) and let go of them."""
@@ -122,6 +135,13 @@ class DrafterAgents:
         batch, notes = policy.release(row, now, self.gather, self.cooldown)
         if not batch:
             return
+        holding = self.gates.holding(account)
+        if holding:  # at risk: held (nothing dropped) until the signal clears; the timer re-checks
+            if policy.gate(row, [(s.signal_id, held_note(s)) for s in holding], now):
+                log.info("milestones held by a risk gate", extra={"account_id": account,
+                                                                  "signals": [s.signal_id for s in holding]})
+            return
+        notes = notes + policy.gate_notes(row, self.gates.row(account).cleared_at)
         csm_email = ProfileRow.from_stored(rt.tables.profiles.get(account)).field("csm_email")
         if not isinstance(csm_email, str) or not csm_email.strip():
             return await self.park_held(account, row, "no_csm_owner",
@@ -151,7 +171,16 @@ class DrafterAgents:
         due = self.due.due_now(rt.tables.celebrations.items,
                                lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)), rt.clock.now())
         for account in due:
+            if self.still_gated(account):  # no tick (and no row write) until the gate changes
+                self.due.schedule(account, rt.clock.now() + timedelta(seconds=rt.settings.drafter_interval))
+                continue
             await rt.channels.drafter_clock.send(key=account.encode(), value=b"due")
+
+    def still_gated(self, account: str) -> bool:
+        """Held by risk signals that the account's row records already (a new one is recorded by a tick)."""
+        holding = {s.signal_id for s in self.gates.holding(account)}
+        return bool(holding) and holding <= policy.gated_ids(
+            policy.CelebrationRow.from_stored(self.rt.tables.celebrations.get(account)))
 
     async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
         """on_rebalance_complete's receiver: mode calls receiver(sender, *args, signal=..., **kwargs), so the

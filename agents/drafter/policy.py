@@ -9,9 +9,11 @@ this module knows the stored form's one-letter keys:
   d: ids of milestones taken in (a re-delivered milestone is recognised here)
   q: held milestones, oldest first: {"m": milestone as JSON, "o": [topic, partition, offset]}
   h: when the first of them was held (ISO)                l: when the account was last celebrated (ISO)
+  g: the risk signals that held them (agents/drafter/gates.py): [{"s": signal_id, "n": note, "f": held from ISO}]
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from milestone_stream.agents.drafter.context import Context
@@ -26,13 +28,14 @@ class CelebrationRow:
     changes (shallow: held entries are appended or dropped, never edited).
     """
 
-    __slots__ = ("taken", "queue", "held_since", "last_celebrated")
+    __slots__ = ("taken", "queue", "held_since", "last_celebrated", "gated")
 
     def __init__(self) -> None:
         self.taken: list[str] = []                 # d
         self.queue: list[dict] = []                 # q: {"m": milestone as JSON, "o": [topic, partition, offset]}
         self.held_since: str | None = None         # h
         self.last_celebrated: str | None = None    # l
+        self.gated: list[dict] = []                 # g: {"s": signal_id, "n": note, "f": held from (ISO)}
 
     @classmethod
     def from_stored(cls, value: object) -> CelebrationRow:
@@ -40,16 +43,19 @@ class CelebrationRow:
         if isinstance(value, dict):
             row.taken, row.queue = value.get("d") or [], value.get("q") or []
             row.held_since, row.last_celebrated = value.get("h"), value.get("l")
+            row.gated = value.get("g") or []
         return row
 
     def to_stored(self) -> dict:
         """The compact form (shares the row's lists: store, then let go)."""
-        return {"d": self.taken, "q": self.queue, "h": self.held_since, "l": self.last_celebrated}
+        stored = {"d": self.taken, "q": self.queue, "h": self.held_since, "l": self.last_celebrated}
+        return {**stored, "g": self.gated} if self.gated else stored  # rows never gated keep their bytes
 
     def copy(self) -> CelebrationRow:
         out = CelebrationRow.__new__(CelebrationRow)
         out.taken, out.queue = list(self.taken), list(self.queue)
         out.held_since, out.last_celebrated = self.held_since, self.last_celebrated
+        out.gated = list(self.gated)
         return out
 
     def __repr__(self) -> str:
@@ -106,8 +112,37 @@ def release(row: CelebrationRow, now: datetime, gather: timedelta,
     return batch, notes
 
 
+def gate(row: CelebrationRow, holding: list[tuple[str, str]], now: datetime) -> bool:
+    """Record (in place) the signals (signal_id, note) that hold the row's milestones now; False when
+    each was recorded already (nothing to write)."""
+    known = {g.get("s") for g in row.gated if isinstance(g, dict)}
+    new = [{"s": sid, "n": note, "f": now.isoformat()} for sid, note in holding if sid not in known]
+    row.gated = [*row.gated, *new]
+    return bool(new)
+
+
+def gated_ids(row: CelebrationRow) -> set[str]:
+    return {str(g.get("s")) for g in row.gated if isinstance(g, dict)}
+
+
+def gate_notes(row: CelebrationRow, cleared_at: Callable[[str], str | None]) -> list[str]:
+    """The policy notes of a release after a risk gate: each signal that held the milestones, from when,
+    and when it cleared (`cleared_at(signal_id)`; None: not recorded as cleared, e.g. the gate level was
+    raised while it was open)."""
+    notes = []
+    for g in row.gated:
+        if not isinstance(g, dict):
+            continue
+        when = cleared_at(str(g.get("s")))
+        ended = f"cleared {when[:16]}" if when else "no longer at or above the gate level"
+        notes.append(f"risk gate: held from {str(g.get('f'))[:16]} while risk signal {g.get('n')} was open; "
+                     f"{ended}; the milestones held are merged into this note")
+    return notes
+
+
 def mark_celebrated(row: CelebrationRow, now: datetime) -> None:
     row.queue, row.held_since, row.last_celebrated = [], None, now.isoformat()
+    row.gated = []
 
 
 def forget_held(row: CelebrationRow) -> None:
@@ -115,6 +150,7 @@ def forget_held(row: CelebrationRow) -> None:
     ids = {h["m"]["milestone_id"] for h in row.queue}
     row.taken = [i for i in row.taken if i not in ids]
     row.queue, row.held_since = [], None
+    row.gated = []
 
 
 def headline_milestones(batch: list[Milestone]) -> list[Milestone]:

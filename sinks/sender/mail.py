@@ -77,7 +77,7 @@ def subject_text(value: str) -> str:
 
 
 def message_id(approval_id: str, domain: str, purpose: str = "customer_email") -> str:
-    prefix = {"customer_email": "", "csm_digest": "digest."}.get(purpose, "notify.")
+    prefix = {"customer_email": "", "csm_digest": "digest.", "risk_alert": "risk."}.get(purpose, "notify.")
     return f"<{prefix}{approval_id}@{domain}>"
 
 
@@ -174,6 +174,11 @@ def _message(subject: str, to: list[Address], sender: Address, reply_to: Address
             raise HeaderInjection(f"header {', '.join(wrong)} would not be read as its addresses; refused")
         for h in wrong:
             levels[h] += 1
+
+
+def plain_message(subject: str, to: Address, sender: Address, msgid: str, when: datetime, text: str) -> Outgoing:
+    """A plain-text message to one mailbox, checked on the wire like every other (the risk alert's)."""
+    return _message(subject, [to], sender=sender, reply_to=None, msgid=msgid, when=when, text=text, html=None)
 
 
 def customer_email(decision: ApprovalDecision, csm_name: str, domain: str, sender_address: str | None) -> Outgoing:

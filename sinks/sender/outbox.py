@@ -28,7 +28,7 @@ from milestone_stream.follow import Follower
 from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, EmailOutcome, Outcome, Purpose
 from milestone_stream.sinks.records import handle_each, stage_consumer
-from milestone_stream.sinks.sender import mail, slack, webhook
+from milestone_stream.sinks.sender import alerts, mail, slack, webhook
 from milestone_stream.sinks.sender.smtp import DeliveryUnknown, NotDelivered, SmtpConfig, deliver
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Sender:
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
             await self._follow.start()
             try:
-                consumer.subscribe([self.names.approval_requests, self.names.approval_decisions],
+                consumer.subscribe([self.names.approval_requests, self.names.approval_decisions, self.names.risks],
                                    listener=_Reload(self))
                 await consumer.start()
                 digests = asyncio.create_task(self.digest.run(self, stop)) if self.digest else None
@@ -105,7 +105,14 @@ class Sender:
             self.outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
         self._read_up_to[r.partition] = r.offset + 1
 
+    @property
+    def dead(self) -> DeadLetters:
+        """The sender's dead letters (set once running)."""
+        return self._dead
+
     async def handle(self, r: ConsumerRecord) -> None:
+        if r.topic == self.names.risks:  # a risk episode: its CSM is alerted once (sinks/sender/alerts.py)
+            return await alerts.alert(self, r)
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
         record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                       offset=r.offset, stage="sender", dead_letters=self._dead)
