@@ -53,9 +53,9 @@ async def sample_notes(now: datetime = NOW, rules: Rules | None = None) -> list[
     rows: dict[str, usage.UsageRow] = {}
     fired: dict[str, list[Milestone]] = {}
     for offset, change in enumerate(changes):
-        row = profiles.setdefault(change.account_id, crm.ProfileRow())
+        profile = profiles.setdefault(change.account_id, crm.ProfileRow())
         fired.setdefault(change.account_id, []).extend(
-            crm.apply_change(row, change, ("crm.changes", offset), rules, now.date()))
+            crm.apply_change(profile, change, ("crm.changes", offset), rules, now.date()))
     seen = _Seen()
     for offset, event in enumerate(events):
         urow = rows.setdefault(event.account_id, usage.UsageRow())
@@ -65,22 +65,22 @@ async def sample_notes(now: datetime = NOW, rules: Rules | None = None) -> list[
     out: list[tuple[str, str, str]] = []
     celebrations = {account: policy.CelebrationRow() for account in fired}
     for n, (account, milestones) in enumerate(fired.items()):
-        row = celebrations[account]
+        held = celebrations[account]
         for i, m in enumerate(milestones):
-            policy.take_in(row, m, ("milestones", 0, n * 1000 + i), now)
-        out.append((account, "first note", await _drafted(drafter, account, row, profiles, rows, rules, now + GATHER)))
+            policy.take_in(held, m, ("milestones", 0, n * 1000 + i), now)
+        out.append((account, "first note", await _drafted(drafter, account, held, profiles, rows, rules, now + GATHER)))
     later = now + GATHER + timedelta(seconds=5)   # the worker's anniversary clock ticks every 5 s
     for n, account in enumerate(fired):
         tick = CrmChange(change_id=f"clock:{account}:{now.date().isoformat()}", account_id=account,
                          changes=[FieldChange(field=crm.ANNIVERSARY_DUE, value=now.date().isoformat())],
                          occurred_at=later, source="milestone-stream.clock")
-        row = celebrations[account]
+        held = celebrations[account]
         for i, m in enumerate(crm.apply_change(profiles[account], tick, ("clock", n), rules, now.date())):
-            policy.take_in(row, m, ("milestones", 1, n * 1000 + i), later)
-        due = policy.due_at(row, GATHER, timedelta(days=rules.cooldown_days))
+            policy.take_in(held, m, ("milestones", 1, n * 1000 + i), later)
+        due = policy.due_at(held, GATHER, timedelta(days=rules.cooldown_days))
         if due is not None:
             out.append((account, "when the cooldown ends",
-                        await _drafted(drafter, account, row, profiles, rows, rules, due)))
+                        await _drafted(drafter, account, held, profiles, rows, rules, due)))
     return out
 
 
