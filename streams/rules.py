@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from milestone_stream.agents.drafter.holdout import Holdout
 from milestone_stream.agents.drafter.riskrules import RiskRules
 from milestone_stream.agents.signals.rules import SignalRules
 from milestone_stream.settings import Strict, load_config_file
@@ -84,6 +85,8 @@ class Rules(Strict):
     signals: SignalRules | None = None
     # what an open risk signal does to celebrations, and the health score (agents/drafter/riskrules.py)
     risk: RiskRules = RiskRules()
+    # the measurement holdout (agents/drafter/holdout.py, docs/impact.md); None: every account celebrated
+    holdout: Holdout | None = None
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Rules:

@@ -26,7 +26,7 @@ from mode import BaseSignalT
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
-from milestone_stream.agents.drafter import policy
+from milestone_stream.agents.drafter import holdout, policy
 from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
 from milestone_stream.agents.drafter.gate_agent import GateAgents
 from milestone_stream.agents.drafter.gates import held_note
@@ -105,12 +105,14 @@ class DrafterAgents:
         recipients = ctx.executives[:1]
         rendered = render(drafted.note, ctx, rt.rules, recipients[0].name if recipients else None)
         ids = sorted(m.milestone_id for m in batch)
+        arm = holdout.assign(rt.rules.holdout, account, [m.kind for m in batch])  # measurement: drafted, never sent
         return ApprovalRequest(
             approval_id=approval_id(ids), milestone_ids=ids, account_id=account, account_name=ctx.account_name,
             csm_email=ctx.csm_email or "", csm_name=ctx.csm_name, recipients=recipients, subject=rendered.subject,
             body_text=rendered.body_text, body_html=rendered.body_html, citations=ctx.citations(),
             drafted_by=drafted.drafted_by, guard_verdict=drafted.verdict,
-            policy_notes=notes + policy.review_notes(ctx), created_at=now, expires_at=now + self.ttl,
+            policy_notes=notes + policy.review_notes(ctx) + arm.notes, held_out=arm.held_out,
+            created_at=now, expires_at=now + self.ttl,
             milestone_titles=[milestone_title(m) for m in ctx.milestones],
             milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)],
             **self.risk_fields(account, ctx, now))
