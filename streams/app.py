@@ -14,6 +14,7 @@ from milestone_stream.agents.detector.agent import DetectorAgents
 from milestone_stream.agents.drafter.agent import DrafterAgents
 from milestone_stream.agents.ingest.agent import IngestAgents
 from milestone_stream.agents.ingest.config import AdaptersConfig
+from milestone_stream.agents.signals.agent import SignalAgents
 from milestone_stream.clock import Clock
 from milestone_stream.deadletter import DeadLetters
 from milestone_stream.rules import Rules
@@ -61,6 +62,8 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
     IngestAgents(rt, adapters).install()
     DetectorAgents(rt).install()
     DrafterAgents(rt).install()
+    if rules.signals is not None:  # risk signals (docs/risk-signals.md): off unless the rules have a section
+        SignalAgents(rt, rules.signals).install()
     return app
 
 
@@ -69,7 +72,8 @@ def required_topics(app: faust.App, settings: Settings) -> list[TopicSpec]:
     (co-partitioned), each table's changelog (compacted, with the table's extra configs) and Faust's
     leader topic. `topics.ensure` creates and checks them before any agent starts."""
     names = TopicNames(settings.topic_prefix)
-    inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, names.risks]
+    inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, names.risks,
+              names.risk_clock]
     specs = [TopicSpec(n, settings.partitions) for n in inputs]
     for table in app.tables.values():
         configs = {"cleanup.policy": "compact", **{k: str(v) for k, v in table.extra_topic_configs.items()}}

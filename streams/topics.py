@@ -35,6 +35,8 @@ TOPICS = {
     "clock": ("milestones.clock", "crm_change"),
     # internal: "this account's held milestones may be due" ticks from the drafter's timer to its agent
     "drafter_clock": ("milestones.drafter-clock", "account id, raw bytes"),
+    # internal: "evaluate this account's risk signals at this instant" ticks from the signals timer to its agent
+    "risk_clock": ("milestones.risk-clock", "account id, raw bytes; value: ISO instant"),
 }
 
 
