@@ -229,3 +229,11 @@ def test_rules_refuse_unknown_metrics_and_negative_thresholds_with_one_line(tmp_
     rules = Rules.load(path)
     assert rules.signals is not None and rules.signals.nps_drop is not None and rules.signals.nps_drop.level == "red"
     assert rules.known_metric("logins") and not Rules().known_metric("logins")
+
+
+def test_the_example_rules_file_has_a_valid_signals_section():
+    from pathlib import Path
+
+    rules = Rules.load(Path(__file__).resolve().parents[2] / "rules.example.yaml")
+    assert rules.signals is not None and rules.signals.champion_departure is not None
+    assert rules.signals.champion_departure.level == "executive" and rules.known_metric("support_tickets")
