@@ -191,10 +191,13 @@ def metric_words(metric: str | None, industry: str | None, rules: Rules) -> str:
     """A usage metric in the customer's words: the industry's framing from the rules ("touchpoints
     with clients" for financial services), else the metric's label ("emails sent"), else its name."""
     framing = rules.drafting.framing.get(metric or "", {})
-    if industry and industry.lower() in framing:
-        return framing[industry.lower()]
+    words = framing.get(industry.lower(), "") if industry else ""
     usage = rules.usage.get(metric or "")
-    return usage.label if usage and usage.label else clean_text((metric or "").replace("_", " "), LABEL_LIMIT)
+    for text in (words, usage.label if usage else None, (metric or "").replace("_", " ")):
+        cleaned = clean_text(text, LABEL_LIMIT)
+        if cleaned:
+            return cleaned
+    return "uses"
 
 
 _PERIODS = [
@@ -548,6 +551,7 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
     summary_since = _summary_since(account_id, since_fact, since, first_use, now)
     if summary_since is not None and summary_since is not since_fact:
         facts.append(summary_since)
+    lifetime = {m: lifetime[m] for m in rules.usage if m in lifetime}   # the rules' order
     past_year = _past_year(account_id, lifetime, usage_row, industry, rules, now) \
         if any(m.kind == "anniversary" for m in milestones) else []
     facts += past_year
@@ -573,7 +577,7 @@ def compile_context(account_id: str, milestones: list[Milestone], profile_row: P
                    customer_since=since, pace=pace,
                    health=clean_text(health, LABEL_LIMIT) or None if isinstance(health, str) else None,
                    open_escalations=escalations, data_notes=notes,
-                   lifetime=[lifetime[m] for m in rules.usage if m in lifetime], past_year=past_year,
+                   lifetime=list(lifetime.values()), past_year=past_year,
                    since=summary_since, roi=roi_fact, roi_period=period if roi_fact else None)
 
 
