@@ -260,6 +260,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 1 if summary.refused else 0
 
 
+def cmd_impact(args: argparse.Namespace) -> int:
+    """Celebrated against held-out accounts: renewal, NPS and advocacy differences (docs/impact.md)."""
+    from milestone_stream.clock import Clock
+    from milestone_stream.sinks.impact import render
+    from milestone_stream.sinks.impact.source import load
+    from milestone_stream.topics import TopicNames
+
+    s = Settings.from_env()
+    try:
+        clock = Clock.from_iso(s.now)
+    except ValueError:
+        raise ConfigError(f"MILESTONES_NOW={s.now!r} is not an ISO-8601 instant") from None
+    report = asyncio.run(load(_require_bootstrap(s), TopicNames(s.topic_prefix), clock.now, cohort=args.cohort,
+                              kind=args.kind))
+    print(render.text(report), flush=True)
+    if args.csv:
+        try:
+            Path(args.csv).write_text(render.csv_text(report), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.csv}: {exc.strerror}") from None
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_json_schema(args: argparse.Namespace) -> int:
     from milestone_stream.schemas.json_schema import write
 
@@ -349,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_resync)
     p = sub.add_parser("sender", help="run the sender: CSM notifications and approved emails by SMTP")
     p.set_defaults(func=cmd_sender)
+    p = sub.add_parser("impact", help="does celebrating change renewals, NPS and advocacy? celebrated vs held out")
+    p.add_argument("--cohort", help="the holdout cohort (c-...; default: the newest on the topic)")
+    p.add_argument("--kind", help="only accounts celebrated (or held out) for this milestone kind")
+    p.add_argument("--csv", metavar="PATH", help="also write the figures as CSV")
+    p.set_defaults(func=cmd_impact)
     p = sub.add_parser("gainsight", help="record each sent email as a Gainsight CS Timeline activity")
     p.set_defaults(func=cmd_gainsight)
     args = parser.parse_args(argv)
@@ -371,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 
 #: the commands that decode or encode topic values (`up` starts processes that each do this themselves)
 _READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "gainsight", "deadletter", "resync", "publish-sample",
-                                     "publish"})
+                                     "publish", "impact"})
 
 
 def _schema_registry() -> None:

@@ -16,6 +16,8 @@ from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.slack import PATH, SlackInteractions
 from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.approvals.web import ApprovalUI
+from milestone_stream.sinks.impact.source import load as load_impact
+from milestone_stream.sinks.impact.web import ImpactPage
 from milestone_stream.sinks.sender.slack import SlackApi
 from milestone_stream.topics import TopicNames
 
@@ -35,6 +37,8 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
 
             ui = ApprovalUI(view, signer, publish, trusted_header=settings.ui_trusted_header,
                             secure_cookies=settings.ui_url.startswith("https://"))
+            ui.routes += ImpactPage(ui, lambda cohort, kind: load_impact(bootstrap, names, ui.clock, cohort=cohort,
+                                                                         kind=kind)).routes()
             slack = slack_interactions(settings, ui)
             if slack is not None:
                 ui.routes += slack.routes()

@@ -71,6 +71,8 @@ class SlackInteractions:
         a = await self.ui.view.request(approval_id, timeout=2)
         if a is None:
             return _answer(404, "no such approval request")
+        if a.held_out:
+            return _answer(409, "held out for measurement: this request is never sent")
         try:
             email = await self.api.user_email(user_id)
         except (NotDelivered, DeliveryUnknown) as exc:

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 def status(request: ApprovalRequest, decision: ApprovalDecision | None, outcomes: list[EmailOutcome],
            now: datetime) -> str:
-    """pending, expired, not sent, sending, sent, failed, unknown."""
+    """pending, expired, not sent, sending, sent, failed, unknown; or held out (the measurement holdout:
+    never sent, whatever decision is on the topic — agents/drafter/holdout.py)."""
+    if request.held_out:
+        return "held out"
     if decision is None:
         return "expired" if now >= request.expires_at else "pending"
     if decision.decision == "dont_send":

@@ -188,8 +188,8 @@ class ApprovalUI:
         draft or recipient the form got wrong, nothing written."""
         lock = self._locks.setdefault(a.approval_id, asyncio.Lock())
         async with lock:  # a double click on this process: the second waits, then sees the first decision
-            if self.view.status(a.approval_id, self.clock()) != "pending":
-                return False
+            if a.held_out or self.view.status(a.approval_id, self.clock()) != "pending":
+                return False  # held out for measurement: no decision is recorded, the page says why
             decision = self.decision(a, csm, action, form)
             meta = await self.publish(decision)
             await self.view.caught_up_to(meta.topic, meta.partition, meta.offset)
@@ -237,7 +237,7 @@ class ApprovalMetrics:
     def collect(self) -> Iterator[Metric]:
         statuses = Counter(self.view.status(i, self.clock()) for i in list(self.view.requests))
         pending = GaugeMetricFamily("milestones_approvals", "Approval requests by status", labels=["status"])
-        for status in ("pending", "expired", "sending", "sent", "not sent", "failed", "unknown"):
+        for status in ("pending", "expired", "sending", "sent", "not sent", "failed", "unknown", "held out"):
             pending.add_metric([status], statuses.get(status, 0))
         decisions = CounterMetricFamily("milestones_decisions", "CSM decisions (first per approval)",
                                         labels=["decision"])

@@ -24,7 +24,7 @@ METHODS = ("Rates: difference in percentage points, Newcombe hybrid score interv
            "accounts in an arm: not enough data, no difference shown.")
 
 
-def _value(outcome: str, v: float | None) -> str:
+def value(outcome: str, v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:.1f}%" if outcome in RATES else f"{v:+.1f}"
@@ -51,8 +51,8 @@ def text(report: Report) -> str:
     lines = [f"{'Outcome':<{w[0]}} {'Celebrated':<{w[1]}} {'Held out':<{w[2]}} {'Difference (95% CI)':<{w[3]}} Verdict"]
     for outcome in OUTCOMES:
         naive, pooled = report.row(outcome), report.row(outcome, "stratified", "tier x industry x tenure")
-        lines.append(f"{LABELS[outcome]:<{w[0]}} {_value(outcome, naive.v1) + f' (n={naive.n1})':<{w[1]}} "
-                     f"{_value(outcome, naive.v0) + f' (n={naive.n0})':<{w[2]}} {difference(naive):<{w[3]}} "
+        lines.append(f"{LABELS[outcome]:<{w[0]}} {value(outcome, naive.v1) + f' (n={naive.n1})':<{w[1]}} "
+                     f"{value(outcome, naive.v0) + f' (n={naive.n0})':<{w[2]}} {difference(naive):<{w[3]}} "
                      f"{naive.verdict}")
         lines.append(f"{'  stratified':<{w[0]}} {'':<{w[1]}} {'':<{w[2]}} {difference(pooled):<{w[3]}} "
                      f"{pooled.verdict}" + (f" ({pooled.dropped} accounts in one-arm strata left out)"
@@ -63,8 +63,8 @@ def text(report: Report) -> str:
         if r.scope in ("overall", "stratified"):
             continue
         lines.append(f"{LABELS[r.outcome]:<{w[0]}} {(r.scope + ': ' + r.stratum)[:30]:<30} "
-                     f"{_value(r.outcome, r.v1) + f' (n={r.n1})':<{w[1]}} "
-                     f"{_value(r.outcome, r.v0) + f' (n={r.n0})':<{w[2]}} {difference(r)}")
+                     f"{value(r.outcome, r.v1) + f' (n={r.n1})':<{w[1]}} "
+                     f"{value(r.outcome, r.v0) + f' (n={r.n0})':<{w[2]}} {difference(r)}")
     return "\n".join(head + lines + ["", METHODS, CAVEAT, *report.notes])
 
 
@@ -92,7 +92,7 @@ def csv_text(report: Report) -> str:
 
 
 # the chart ---------------------------------------------------------------------------------------------
-WIDTH, PANEL, LEFT, RIGHT = 800, 96, 120, 270
+WIDTH, PANEL, LEFT, RIGHT = 820, 96, 110, 310
 COLOURS = {stats.HIGHER: "#1a7f37", stats.LOWER: "#b42318", stats.NO_CLEAR: "#57606a", stats.NOT_ENOUGH: "#8c959f"}
 
 
@@ -105,7 +105,8 @@ def svg(report: Report) -> str:
     """One panel per outcome: naive and stratified differences with their intervals, zero line, verdict."""
     height = 40 + PANEL * len(OUTCOMES)
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' viewBox='0 0 {WIDTH} {height}' "
-           "role='img' aria-labelledby='impact-title' font-family='system-ui,sans-serif' font-size='13'>",
+           "style='max-width:100%;height:auto' role='img' aria-labelledby='impact-title' "
+           "font-family='system-ui,sans-serif' font-size='13'>",
            f"<title id='impact-title'>Difference celebrated minus held out, 95% intervals "
            f"(cohort {escape(report.cohort or 'none')})</title>",
            f"<text x='8' y='20' font-weight='bold'>Celebrated minus held out ({report.celebrated} vs "
@@ -118,10 +119,12 @@ def svg(report: Report) -> str:
         span = max([abs(v) for i in shown for v in (i.low, i.high)] + [1.0]) * 1.15
         x = _scale(span, plot)
         out.append(f"<text x='8' y='{top + 16}' font-weight='bold'>{escape(LABELS[outcome])}</text>")
-        out.append(f"<line x1='{x(0):.1f}' y1='{top + 4}' x2='{x(0):.1f}' y2='{top + PANEL - 14}' stroke='#d0d7de'/>")
-        out.append(f"<text x='{x(0):.1f}' y='{top + PANEL - 2}' text-anchor='middle' fill='#57606a' "
-                   f"font-size='11'>0</text>")
-        for end in (-span / 1.15, span / 1.15):
+        if shown:  # an axis only where there is something to read on it
+            out.append(f"<line x1='{x(0):.1f}' y1='{top + 4}' x2='{x(0):.1f}' y2='{top + PANEL - 14}' "
+                       "stroke='#d0d7de'/>")
+            out.append(f"<text x='{x(0):.1f}' y='{top + PANEL - 2}' text-anchor='middle' fill='#57606a' "
+                       f"font-size='11'>0</text>")
+        for end in (-span / 1.15, span / 1.15) if shown else ():
             out.append(f"<text x='{x(end):.1f}' y='{top + PANEL - 2}' text-anchor='middle' fill='#57606a' "
                        f"font-size='11'>{end:+.0f} {_unit(outcome)}</text>")
         for j, (row, name) in enumerate(zip(rows, ("naive", "stratified"), strict=True)):

@@ -9,6 +9,11 @@ Protocol, per message (customer email or CSM notification), against `emails.outc
    it is recorded `unknown` and shown to the CSM — never sent a second time.
 A Slack post follows the same protocol (`csm_slack`); once the request is decided (in Slack or the
 web UI) the post is updated to show the decision (`csm_slack_update`, which is safe to repeat).
+A request held out for measurement (`held_out`, agents/drafter/holdout.py) notifies nobody, and a
+`send` decision for one — from any path, even one written straight to the topic — is recorded
+`not_sent` with the reason instead of being sent: the sender follows `approvals.requests` to know
+which requests are held out, reading up to the topic's current end before deciding on one it has
+not seen.
 The input offset is committed only after the outcome is recorded. The outcomes topic is the
 sender's whole state: each sender process follows all of it while it runs (what the other processes
 record too) and catches up at every partition assignment, so any sender process can take over.
@@ -59,6 +64,10 @@ class Sender:
         # got there first, not added again (`_read_up_to`: each partition's next offset to read)
         self._follow = Follower(bootstrap, [names.email_outcomes], self._read, name="sender outcomes")
         self._mine: set[tuple[int, int]] = set()
+        # approval id → held out for measurement, for every request any drafter wrote (a send decision
+        # for a held-out request is refused whichever topic the sender happens to read first)
+        self.held_out: dict[str, bool] = {}
+        self._requests = Follower(bootstrap, [names.approval_requests], self._read_request, name="sender requests")
         self._read_up_to: dict[int, int] = {}
         # set once the outcomes are caught up after an assignment: aiokafka may hand out records of the
         # new assignment while its listener is still running, and they must not be handled before
@@ -71,6 +80,7 @@ class Sender:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
             await self._follow.start()
+            await self._requests.start()
             try:
                 consumer.subscribe([self.names.approval_requests, self.names.approval_decisions, self.names.risks],
                                    listener=_Reload(self))
@@ -84,6 +94,7 @@ class Sender:
                         await asyncio.gather(digests, return_exceptions=True)
                     await consumer.stop()
             finally:
+                await self._requests.stop()
                 await self._follow.stop()
 
     async def caught_up(self, timeout: float = 30) -> None:
@@ -105,6 +116,22 @@ class Sender:
             self.outcomes.setdefault((o.approval_id, o.purpose), []).append(o)
         self._read_up_to[r.partition] = r.offset + 1
 
+    async def _read_request(self, r: ConsumerRecord) -> None:
+        """The requests follower's `apply`: which requests are held out (unreadable ones the loop parks)."""
+        try:
+            request = ApprovalRequest.from_avro(r.value)
+        except Exception:  # noqa: BLE001 — the record loop reads it too and dead-letters it there
+            return
+        self.held_out.setdefault(request.approval_id, request.held_out)
+
+    async def is_held_out(self, approval_id: str) -> bool:
+        """Whether the request was held out for measurement; one not read yet is waited for up to what the
+        topic holds now (a time-out is an outage: the decision is read again after a restart). A decision
+        for a request that is not on the topic at all is not held out (it carries its own draft)."""
+        if approval_id not in self.held_out:
+            await self._requests.caught_up()
+        return self.held_out.get(approval_id, False)
+
     @property
     def dead(self) -> DeadLetters:
         """The sender's dead letters (set once running)."""
@@ -116,7 +143,10 @@ class Sender:
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
         record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                       offset=r.offset, stage="sender", dead_letters=self._dead)
-        if isinstance(record, ApprovalRequest):
+        if isinstance(record, ApprovalRequest) and record.held_out:
+            self.held_out.setdefault(record.approval_id, True)
+            log.info("held out for measurement: nobody notified", extra={"approval_id": record.approval_id})
+        elif isinstance(record, ApprovalRequest):
             links = self.links(record)
             await self.email_once(record.approval_id, "csm_notification", r, lambda: mail.notification(
                 record, links, self.domain, self.sender_address, self.clock()))
@@ -132,6 +162,13 @@ class Sender:
                 if not self._done(record.approval_id, "customer_email"):
                     await self.record(record.approval_id, "customer_email", "not_sent", 0,
                                       record.reason or "the CSM chose not to send")
+            elif await self.is_held_out(record.approval_id):
+                if not self._done(record.approval_id, "customer_email"):
+                    log.warning("a send decision for a request held out for measurement: refused",
+                                extra={"approval_id": record.approval_id})
+                    await self.record(record.approval_id, "customer_email", "not_sent", 0,
+                                      "held out for measurement: a send decision arrived and was refused; "
+                                      "requests in the holdout are never sent")
             else:
                 await self.email_once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
                     record, _csm_name(record), self.domain, self.sender_address))
