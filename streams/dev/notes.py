@@ -133,14 +133,15 @@ _READS = """## What the notes read
 | rules `drafting.framing.<metric>.<industry>` | the metric in the industry's words | \
 "10,000 touchpoints with clients" |
 | usage table: lifetime totals, first event | every configured metric with a total above 0 | \
-"Since you joined us in June 2024, …" when the first event is within 45 days of `contract_start`; "Since March 2025, …" when counting began at least 60 days ago; \
-else "So far, …" |
+"Since you joined us in June 2024, …" when the first event is within 45 days of `contract_start`; \
+"Since March 2025, …" when counting began at least 60 days ago; else "So far, …" |
 | usage table: monthly totals | for an anniversary, the twelve UTC months ending with the current one | \
 "In the past year alone: 30,100 emails sent" (left out when it equals the lifetime total) |
 | CRM `contract_start` | the anniversary's start | "two years since you started working with us, in June 2024" |
 | CRM `roi_percent` | reported ROI | "152% ROI" |
 | CRM `roi_period` | the ROI's period: `Q1 2026`…`Q4 2026`, `H1 2026`, `FY2026`, `2026` \
-(also read: `2026-Q2`, `q2/2026`, `FY 2026`) | "152% ROI in Q2 2026"; anything else is left out and named to the CSM as unreadable |
+(also read: `2026-Q2`, `q2/2026`, `FY 2026`) | "152% ROI in Q2 2026"; anything else is left out and named \
+to the CSM as unreadable |
 | CRM `adoption.<module>` | modules in use | "You now use 3 of our modules: …" |
 
 Each figure is a cited fact (source, record, as-of) on the approval request, and the grounding guard accepts a
