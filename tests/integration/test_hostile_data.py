@@ -60,7 +60,7 @@ async def test_hostile_crm_text_and_values_are_drafted_bounded_or_dead_lettered(
             return found if {r.account_id for r in found} >= {*hostile, "huge"} else None
         requests = {r.account_id: r for r in await wait_for(all_requests, 90, interval=0.5, what="four requests")}
         for account, request in requests.items():
-            assert "\r" not in request.subject and "\n" not in request.subject and len(request.subject) <= 160
+            assert "\r" not in request.subject and "\n" not in request.subject and len(request.subject) <= 70
             assert request.guard_verdict.startswith("passed"), (account, request.guard_verdict)
         assert requests["crlf"].body_text.splitlines()[0] in ("Dear Acme Bcc: Evil Corp team,", "Hello,")  # blank name
         assert any("many" in note for note in requests["crlf"].policy_notes)  # the CSM is told what was unreadable
