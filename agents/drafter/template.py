@@ -44,6 +44,7 @@ SUBJECT_LIMIT = 70      # a subject a person would write; the template never cut
 HEADLINES_LIMIT = 300    # characters of "and also" headlines in one note; the rest become "and more"
 SUMMARY_LIMIT = 400      # characters of figures in one summary sentence; metrics beyond are left out
 MODULES_NAMED = 5        # module names the template lists; beyond, it gives the count
+PARAGRAPH_LIMIT = 1500
 
 
 class DraftFailed(Exception):
@@ -60,7 +61,7 @@ class Note(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     subject: str = Field(min_length=3, max_length=SUBJECT_LIMIT)
-    paragraphs: list[str] = Field(min_length=1, max_length=8)
+    paragraphs: list[str] = Field(min_length=1, max_length=8)   # each at most PARAGRAPH_LIMIT characters
 
     @field_validator("subject")
     @classmethod
@@ -72,7 +73,7 @@ class Note(BaseModel):
     @field_validator("paragraphs")
     @classmethod
     def _short_paragraphs(cls, paragraphs: list[str]) -> list[str]:
-        if any(not p.strip() or len(p) > 1500 for p in paragraphs):
+        if any(not p.strip() or len(p) > PARAGRAPH_LIMIT for p in paragraphs):
             raise ValueError("paragraphs must be non-empty and at most 1,500 characters")
         return [p.strip() for p in paragraphs]
 
@@ -214,8 +215,9 @@ def template_note(ctx: Context, rules: Rules) -> Note:
             opening += f" And also: {_join(others)}."
         paragraphs = [opening]
     summary = value_summary(ctx)
-    if summary:
-        paragraphs.append(" ".join(summary))
+    if summary:   # one paragraph; a sentence each if long labels and names would make it too long for one
+        joined = " ".join(summary)
+        paragraphs += [joined] if len(joined) <= PARAGRAPH_LIMIT else summary
     usage_metric = next((m.metric for m in ctx.milestones if m.kind == "usage_threshold"), None)
     if rules.drafting.close_with == "pace" and ctx.pace and usage_metric:
         reach = ctx.pace.figure.replace(" in about", " " + phrase(usage_metric, ctx, rules) + " in about")

@@ -7,7 +7,7 @@ from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter.context import compile_context, month_year, years_phrase
 from milestone_stream.agents.drafter.guard import guard
 from milestone_stream.agents.drafter.template import SUBJECT_LIMIT, template_note
-from milestone_stream.rules import Rules
+from milestone_stream.rules import Rules, UsageMetric
 
 from support.drafting import NOW, rows, usage_milestone
 from support.notes import RULES, anniversary, feature, milestone, roi, year_of_usage
@@ -137,3 +137,17 @@ def test_subjects_are_one_readable_line_of_at_most_70_characters(milestones, nam
     assert note.subject == "Celebrating 10,000 emails sent"      # the label when the framing does not fit
     note, _ = note_of([feature("x" * 200)], name="A" * 120)
     assert note.subject == "Celebrating your team's milestone"
+
+
+def test_many_metrics_with_long_labels_and_many_modules_stay_within_the_notes_limits():
+    metrics = {f"metric_{n}": UsageMetric(tiers=[10], label=f"{'very long label ' * 5}{n}") for n in range(30)}
+    rules = Rules(usage=metrics, spike=None)
+    flags = {f"adoption.{'module_with_a_long_name_' * 3}{n}": True for n in range(5)}
+    usage = UsageRow.from_stored({"t": {m: 1000.0 + n for n, m in enumerate(metrics)},
+                                  "m": {m: {"2026-05": 10.0 + n} for n, m in enumerate(metrics)},
+                                  "s": {m: [NOW.timestamp() - 400 * 86400, NOW.timestamp()] for m in metrics}})
+    ctx = compile_context("acme", [anniversary()], rows(**flags)[0], usage, rules, NOW)
+    note = template_note(ctx, rules)
+    assert guard(note, ctx) is None and all(len(p) <= 1500 for p in note.paragraphs) and len(note.paragraphs) <= 8
+    assert "1,000 very long label" in note.paragraphs[1] and "In the past year alone: 10 very long label" in \
+        " ".join(note.paragraphs)
