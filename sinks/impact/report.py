@@ -141,36 +141,53 @@ class _History:
         return before[-1] if before else (values[0][1] if values else None)
 
 
+# (value field, date field): an outcome event is a change of either; the other is the last value known
+OUTCOME_FIELDS = {"renewal": ("renewal_outcome", "renewal_closed_at"),
+                  "nps": ("nps_response_score", "nps_responded_at"),
+                  "advocacy": ("advocacy_action", "advocacy_at")}
+
+
+def _nps(score: object) -> float | None:
+    if (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+            and float(score).is_integer() and 0 <= score <= 10):
+        return stats.nps_points(int(score))
+    return None
+
+
 def histories(changes: Iterable[CrmChange], notes: list[str]) -> dict[str, _History]:
+    """Per account: profile values with their times, and outcome events. Why the carried values: a CRM
+    sends what changed (Salesforce CDC), so a second NPS response with the same score arrives as a new
+    date alone; a source that sends every trait each time (a Segment group call) repeats the last
+    response, which is the same event (same date) and counts once."""
     out: dict[str, _History] = defaultdict(_History)
-    seen: set[str] = set()
+    unique = {c.change_id: c for c in changes}  # a re-published change counts once
     bad = 0
-    for c in changes:
-        if c.change_id in seen:
-            continue  # a re-published change counts once
-        seen.add(c.change_id)
+    last: dict[tuple[str, str], object] = {}
+    seen: set[tuple[str, str, datetime]] = set()
+    for c in sorted(unique.values(), key=lambda c: (c.account_id, c.occurred_at, c.change_id)):
         h = out[c.account_id]
         fields = {f.field: f.value for f in c.changes}
         for name in ("tier", "plan", "industry", "contract_start"):
             if name in fields:
                 h.profile.append((c.occurred_at, "tier" if name == "plan" else name, fields[name]))
-        outcome = fields.get("renewal_outcome")
-        if outcome is not None:
-            if outcome in ("won", "lost"):
-                h.renewals.append((_instant(fields.get("renewal_closed_at"), c.occurred_at), outcome == "won"))
-            else:
-                bad += 1
-        score = fields.get("nps_response_score")
-        if score is not None:
-            if (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
-                    and float(score).is_integer() and 0 <= score <= 10):
-                h.nps.append((_instant(fields.get("nps_responded_at"), c.occurred_at), stats.nps_points(int(score))))
-            else:
-                bad += 1
-        action = fields.get("advocacy_action")
-        if action is not None:
-            if action in ADVOCACY:
-                h.advocacy.append(_instant(fields.get("advocacy_at"), c.occurred_at))
+        for outcome, (value_field, date_field) in OUTCOME_FIELDS.items():
+            if value_field not in fields and date_field not in fields:
+                continue
+            value = fields[value_field] if value_field in fields else last.get((c.account_id, value_field))
+            when = fields[date_field] if date_field in fields else last.get((c.account_id, date_field))
+            last[(c.account_id, value_field)], last[(c.account_id, date_field)] = value, when
+            if value is None:
+                continue  # cleared, or a date without any value yet
+            at = _instant(when, c.occurred_at)
+            if (c.account_id, outcome, at) in seen:
+                continue
+            seen.add((c.account_id, outcome, at))
+            if outcome == "renewal" and value in ("won", "lost"):
+                h.renewals.append((at, value == "won"))
+            elif outcome == "nps" and (points := _nps(value)) is not None:
+                h.nps.append((at, points))
+            elif outcome == "advocacy" and value in ADVOCACY:
+                h.advocacy.append(at)
             else:
                 bad += 1
     if bad:

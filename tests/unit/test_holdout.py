@@ -77,3 +77,17 @@ def test_the_rules_file_refuses_a_wrong_holdout(section):
 def test_the_rules_file_holdout_defaults_to_ten_percent_and_is_off_when_absent():
     assert Rules().holdout is None
     assert Rules.model_validate({"holdout": {}}).holdout == Holdout(share=0.10)
+
+
+def test_the_commented_example_section_loads_once_uncommented():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "rules.example.yaml").read_text()
+    section = re.search(r"^# holdout:\n((?:#   .*\n)+)", text, re.M)
+    assert section is not None
+    uncommented = "holdout:\n" + "".join(line[1:] + "\n" for line in section.group(1).splitlines())
+    config = Rules.model_validate(yaml.safe_load(uncommented)).holdout
+    assert config is not None and config.share == 0.10 and config.cohort.startswith("c-")
