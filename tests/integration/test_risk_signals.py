@@ -150,7 +150,8 @@ async def test_each_signal_opens_once_and_clears_once_and_a_replay_publishes_not
     finally:
         assert worker.stop() == 0, f"worker did not exit cleanly; log: {worker.log}"
 
-    # 31 days later: the ticket window is empty, and no new users for 30 days is a new episode
+    # 31 days later, in a worker that restores the rows from their changelogs: the ticket window is empty
+    # (the surge it has in its row clears), and no new users for 30 days is a new episode
     later = Worker(kafka_bootstrap, topics.prefix, tmp_path, "b", MILESTONES_NOW=(NOW + timedelta(days=31)).isoformat(),
                    **env).start()
     try:
