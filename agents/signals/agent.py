@@ -15,7 +15,11 @@ first) and never loses one. Anything that cannot be processed is dead-lettered a
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date
 from typing import Any
+
+from faust.types import AppT
+from mode import BaseSignalT
 
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector.usage import UsageRow
@@ -40,11 +44,15 @@ class SignalAgents:
         self.clock = app.topic(names.risk_clock, **RAW)
         self.input = app.topic(names.crm, names.risk_clock, **RAW)
         self.table = app.Table("risk_rows", key_type=str, partitions=rt.settings.partitions)
+        # account → (usage row's input offset, UTC day) at its last tick: the usage signals depend on nothing
+        # else, so an account whose row and day are unchanged is not ticked again
+        self.ticked: dict[str, tuple[object, date]] = {}
 
     def install(self) -> None:
         rt, app = self.rt, self.rt.app
         app.agent(self.input, name=STAGE)(self.signals_agent)
         app.timer(interval=self.rules.evaluate_every_seconds)(self.signals_clock)
+        app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register(STAGE, {rt.names.crm, rt.names.risk_clock})
 
     async def signals_agent(self, stream: Any) -> None:
@@ -83,14 +91,23 @@ class SignalAgents:
                                                        "signal_id": r.signal_id, "kind": r.kind, "title": r.title})
 
     async def signals_clock(self) -> None:
-        """A tick per owned account whose usage row has day totals (only a stream writes a table)."""
+        """A tick per owned account whose usage row has day totals and changed, or whose UTC day changed,
+        since its last tick (only a stream writes a table)."""
         rt = self.rt
         if not faust_compat.settled(rt.app):
             return
-        now = rt.clock.now().isoformat().encode()
+        instant = rt.clock.now()
+        now, today = instant.isoformat().encode(), instant.astimezone(UTC).date()
         for account, stored in list(rt.tables.usage.items()):
             if isinstance(stored, dict) and stored.get("d"):
-                await self.clock.send(key=account.encode(), value=now)
+                state = (stored.get("o"), today)
+                if self.ticked.get(account) != state:
+                    await self.clock.send(key=account.encode(), value=now)
+                    self.ticked[account] = state
+
+    async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        """on_rebalance_complete's receiver: after a rebalance every owned account is ticked again."""
+        self.ticked.clear()
 
 
 def _tick(key: bytes | None, value: bytes | None) -> tuple[str, Any]:

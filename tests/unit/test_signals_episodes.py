@@ -237,3 +237,15 @@ def test_the_example_rules_file_has_a_valid_signals_section():
     rules = Rules.load(Path(__file__).resolve().parents[2] / "rules.example.yaml")
     assert rules.signals is not None and rules.signals.champion_departure is not None
     assert rules.signals.champion_departure.level == "executive" and rules.known_metric("support_tickets")
+
+
+def test_a_tick_is_an_account_key_and_an_iso_instant():
+    from milestone_stream.agents.signals.agent import _tick
+    from milestone_stream.deadletter import Unprocessable
+
+    assert _tick(b"acme", b"2026-06-15T12:00:00Z") == ("acme", NOW)
+    for key, value in ((b"acme", b"not an instant"), (b"", b"2026-06-15T12:00:00Z"), (None, None),
+                       (b"\xff", b"2026-06-15T12:00:00Z"), (b"acme", b"\xff")):
+        with pytest.raises(Unprocessable) as caught:
+            _tick(key, value)
+        assert caught.value.reason == "invalid_tick"
