@@ -87,13 +87,6 @@ class RiskRow:
     def __repr__(self) -> str:
         return f"RiskRow({self.to_stored()!r})"
 
-    # -- for readers (alerts, the drafter) -----------------------------------------------------
-
-    def open_titles(self) -> list[str]:
-        """Titles of the episodes open now, highest level first."""
-        order = {"executive": 0, "red": 1, "orange": 2, "yellow": 3}
-        return [e["t"] for e in sorted(self.episodes.values(), key=lambda e: (order.get(e["l"], 4), e["t"]))]
-
 
 def _dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
@@ -104,7 +97,13 @@ def _list(value: object) -> list:
 
 
 def _episode_ok(e: object) -> bool:
-    return isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("i", "k", "l", "a", "t"))
+    """An episode the rules can clear: its id, kind, level, title and an ISO opening time."""
+    if not (isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("i", "k", "l", "a", "t"))):
+        return False
+    try:
+        return datetime.fromisoformat(e["a"]).tzinfo is not None
+    except ValueError:
+        return False
 
 
 def _text(value: object) -> str:

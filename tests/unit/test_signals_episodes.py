@@ -202,7 +202,9 @@ def test_the_row_round_trips_and_unreadable_parts_read_as_empty():
     stored = json.loads(json.dumps(row.to_stored()))
     assert RiskRow.from_stored(stored) == row and RiskRow.from_stored(stored).copy() == row
     assert RiskRow.from_stored(None) == RiskRow() and RiskRow.from_stored("junk") == RiskRow()
-    odd = RiskRow.from_stored({"o": [], "e": {"x": {"i": 1}, "nps_drop": stored["e"]["nps_drop"]}, "n": "x", "p": 3})
+    bad_time = {**stored["e"]["nps_drop"], "a": "yesterday"}
+    odd = RiskRow.from_stored({"o": [], "e": {"x": {"i": 1}, "y": bad_time, "nps_drop": stored["e"]["nps_drop"]},
+                               "n": "x", "p": 3})
     assert list(odd.episodes) == ["nps_drop"] and odd.nps is None and odd.profile == [None, None]
     work = row.copy()
     observe_change(work, *crm.change(("nps", 60)), RULES)
