@@ -146,3 +146,19 @@ def test_the_score_never_reaches_a_customer_email():
     for secret in ("health", "score", "engagement", "relationship", "logins down", h.band,
                    *(c.source.lower() for c in h.components)):
         assert secret not in shown, secret
+
+
+def test_the_commented_rules_example_uncommented_is_the_default():
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "rules.example.yaml").read_text()
+    start = text.index("# risk:\n")
+    block = []
+    for line in text[start:].splitlines():
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    section = yaml.safe_load("\n".join(block))
+    assert Rules.model_validate(section).risk == Rules().risk
