@@ -1,11 +1,13 @@
 """Risk signals through a real worker process and the real broker: every signal opens once per episode and
-clears once, a replay of the same input publishes nothing new, and a later clock clears what time ends.
+clears once, a replay of the same input publishes nothing new, a later clock clears what time ends, and
+what the agent cannot process (a tick that is not one, an undecodable or raising CRM change) is a dead letter.
 
 Why a worker process with an injected clock (MILESTONES_NOW): usage signals are decided at the timer's
 ticks against the event-time day totals the usage agent keeps, so the test stands on a fixed day, and a
 second worker started 31 days later sees the ticket window empty and the new users missing again.
 The `risks` topic is read read_committed and every record counted.
 """
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +32,22 @@ signals:
 JANE = Contact(name="Jane Doe", email="jane@acme.example", role="champion")
 BOB = Contact(name="Bob Roe", email="bob@acme.example", role="executive_sponsor")
 CAROL = Contact(name="Carol Poe", email="carol@acme.example", role="champion")
+
+
+# the first worker's signals rules raise for account "boom" (as a bug would): its input is dead-lettered
+RAISING = """
+import sys
+from milestone_stream.agents.signals import agent, episodes
+
+def raising(row, change, *args, **kwargs):
+    if change.account_id == "boom":
+        raise RuntimeError("injected fault")
+    return episodes.observe_change(row, change, *args, **kwargs)
+
+agent.observe_change = raising
+from milestone_stream.cli import main
+sys.exit(main(["worker"]))
+"""
 
 
 def event(account: str, event_id: str, metric: str, value: float, at: datetime) -> TelemetryEvent:
@@ -108,12 +126,17 @@ async def test_each_signal_opens_once_and_clears_once_and_a_replay_publishes_not
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     env = {"MILESTONES_RULES": str(rules)}
-    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "a", MILESTONES_NOW=NOW.isoformat(), **env).start()
+    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, "a", MILESTONES_NOW=NOW.isoformat(), **env)
+    worker.command = [sys.executable, "-c", RAISING]
+    worker.start()
     try:
+        # before the real input, what the agent cannot process: dead-lettered, and the stream goes on
+        async with producer(kafka_bootstrap) as prod:
+            await prod.send_and_wait(topics.risk_clock, key=b"acme", value=b"not an instant")
+            await prod.send_and_wait(topics.crm, key=b"acme", value=b"not a CRM change")
+        await publish(kafka_bootstrap, topics.crm, [crm(0, ("nps", 1)).model_copy(update={"account_id": "boom"})])
         await publish(kafka_bootstrap, topics.telemetry, OPENING_USAGE)
         await publish(kafka_bootstrap, topics.crm, OPENING_CRM)
-        async with producer(kafka_bootstrap) as prod:   # a tick that is not one: dead-lettered, the stream goes on
-            await prod.send_and_wait(topics.risk_clock, key=b"acme", value=b"not an instant")
         opened = await until(kafka_bootstrap, topics.risks, 7, "seven openings")
         assert all(r.state == "open" for r in opened)
         kinds = {(r.account_id, r.kind): r for r in opened}
@@ -145,8 +168,10 @@ async def test_each_signal_opens_once_and_clears_once_and_a_replay_publishes_not
         await publish(kafka_bootstrap, topics.crm, OPENING_CRM + CLEARING_CRM)
         await all_applied(kafka_bootstrap, topics)
         assert len(await risks(kafka_bootstrap, topics.risks)) == 13
-        letters = await dead_letters(kafka_bootstrap, topics.deadletter)
-        assert [(d.stage, d.reason, d.topic) for d in letters] == [("signals", "invalid_tick", topics.risk_clock)]
+        letters = [d for d in await dead_letters(kafka_bootstrap, topics.deadletter) if d.stage == "signals"]
+        assert sorted((d.reason, d.topic, d.key) for d in letters) == [
+            ("invalid_tick", topics.risk_clock, b"acme"), ("unexpected_error", topics.crm, b"boom"),
+            ("wrong_marker", topics.crm, b"acme")]   # not Avro's single-object marker: undecodable
     finally:
         assert worker.stop() == 0, f"worker did not exit cleanly; log: {worker.log}"
 
