@@ -63,11 +63,11 @@ class SignalAgents:
         rt, msg = self.rt, event.message
         if msg.topic == rt.names.risk_clock:
             account, now = _tick(msg.key, msg.value)
-            row = RiskRow.from_stored(faust_compat.read(self.table, account, event)).copy()
-            before = row.to_stored()
+            stored_row = RiskRow.from_stored(faust_compat.read(self.table, account, event))
+            row = stored_row.copy()  # the stored row's containers stay as they were: it is what "unchanged" means
             usage = UsageRow.from_stored(faust_compat.read(rt.tables.usage, account, event))
             records = evaluate(row, account, usage, now, self.rules)
-            if not records and row.to_stored() == before:
+            if not records and row == stored_row:
                 return  # nothing changed: no changelog write for a quiet tick
         else:
             change = await rt.decode(event, CrmChange, STAGE)

@@ -251,3 +251,16 @@ def test_a_tick_is_an_account_key_and_an_iso_instant():
         with pytest.raises(Unprocessable) as caught:
             _tick(key, value)
         assert caught.value.reason == "invalid_tick"
+
+
+def test_evaluating_a_working_copy_leaves_the_stored_row_as_it_was():
+    """The agent writes nothing for a tick whose copy equals the stored row, so the copy must share nothing
+    `evaluate` changes (the last day with new users, the episodes)."""
+    stored = RiskRow.from_stored(json.loads(json.dumps(RiskRow().to_stored())))
+    work = stored.copy()
+    assert evaluate(work, "a", usage_with("new_users", {TODAY - timedelta(days=3): 1.0}), NOW, RULES) == []
+    assert work.last_seen == {"new_users": (TODAY - timedelta(days=3) - date(1970, 1, 1)).days}
+    assert stored == RiskRow() and work != stored
+    again = work.copy()
+    evaluate(again, "a", UsageRow(), NOW + timedelta(days=20), RULES)
+    assert "no_new_users" in again.episodes and "no_new_users" not in work.episodes
