@@ -262,7 +262,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_impact(args: argparse.Namespace) -> int:
     """Celebrated against held-out accounts: renewal, NPS and advocacy differences (docs/impact.md)."""
+    from typing import get_args
+
     from milestone_stream.clock import Clock
+    from milestone_stream.schemas.records import MilestoneKind
     from milestone_stream.sinks.impact import render
     from milestone_stream.sinks.impact.source import load
     from milestone_stream.topics import TopicNames
@@ -272,6 +275,9 @@ def cmd_impact(args: argparse.Namespace) -> int:
         clock = Clock.from_iso(s.now)
     except ValueError:
         raise ConfigError(f"MILESTONES_NOW={s.now!r} is not an ISO-8601 instant") from None
+    kinds = get_args(MilestoneKind)
+    if args.kind is not None and args.kind not in kinds:
+        raise ConfigError(f"--kind {args.kind!r} is not a milestone kind: {', '.join(kinds)}")
     report = asyncio.run(load(_require_bootstrap(s), TopicNames(s.topic_prefix), clock.now, cohort=args.cohort,
                               kind=args.kind))
     print(render.text(report), flush=True)

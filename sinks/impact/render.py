@@ -92,7 +92,7 @@ def csv_text(report: Report) -> str:
 
 
 # the chart ---------------------------------------------------------------------------------------------
-WIDTH, PANEL, LEFT, RIGHT = 820, 96, 110, 310
+WIDTH, PANEL, LEFT, RIGHT = 760, 96, 110, 200
 COLOURS = {stats.HIGHER: "#1a7f37", stats.LOWER: "#b42318", stats.NO_CLEAR: "#57606a", stats.NOT_ENOUGH: "#8c959f"}
 
 
@@ -118,7 +118,9 @@ def svg(report: Report) -> str:
         shown = [r.interval for r in rows if r.interval is not None and r.verdict != stats.NOT_ENOUGH]
         span = max([abs(v) for i in shown for v in (i.low, i.high)] + [1.0]) * 1.15
         x = _scale(span, plot)
-        out.append(f"<text x='8' y='{top + 16}' font-weight='bold'>{escape(LABELS[outcome])}</text>")
+        headline = rows[1].verdict  # the stratified one: the fairer comparison (module docstring of stats.py)
+        out.append(f"<text x='8' y='{top + 16}'><tspan font-weight='bold'>{escape(LABELS[outcome])}</tspan>"
+                   f"<tspan fill='{COLOURS[headline]}'>: {escape(headline)} (stratified)</tspan></text>")
         if shown:  # an axis only where there is something to read on it
             out.append(f"<line x1='{x(0):.1f}' y1='{top + 4}' x2='{x(0):.1f}' y2='{top + PANEL - 14}' "
                        "stroke='#d0d7de'/>")
@@ -140,6 +142,6 @@ def svg(report: Report) -> str:
                        "stroke-width='3' stroke-linecap='round'/>")
             out.append(f"<circle cx='{x(i.estimate):.1f}' cy='{y}' r='6' fill='{colour}'/>")
             out.append(f"<text x='{WIDTH - RIGHT + 12}' y='{y + 4}' fill='{colour}'>{i.estimate:+.1f} "
-                       f"[{i.low:+.1f}, {i.high:+.1f}] {escape(row.verdict)}</text>")
+                       f"[{i.low:+.1f}, {i.high:+.1f}] {_unit(outcome)}</text>")
     out.append("</svg>")
     return "\n".join(out)

@@ -294,6 +294,8 @@ def build(requests: Iterable[ApprovalRequest], changes: Iterable[CrmChange], as_
         for by in STRATA:
             for level in sorted({a.stratum(by) for a in accounts}):
                 report.rows.append(_compare(outcome, by, level, [a for a in accounts if a.stratum(by) == level]))
+    if kind is not None and report.cohort is not None and not accounts:
+        report.notes.append(f"no account in cohort {report.cohort} has a {kind} milestone")
     if report.cohort is None:
         report.notes.append("no approval request carries a measurement note: is `holdout:` set in the rules file?")
     elif len(report.cohorts) > 1:

@@ -15,6 +15,8 @@ import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from playwright.async_api import async_playwright, expect
+from test_browser import CHROMIUM, FLAGS, SCREENSHOTS
 
 from milestone_stream.agents.drafter.holdout import Holdout, assign, bucket, parse_note
 from milestone_stream.dev.kafka_local import free_port
@@ -248,6 +250,29 @@ async def test_the_impact_command_and_page_on_a_population_in_kafka(kafka_bootst
                 assert (await r.text()) == out_csv.read_text()
             async with browser.get(f"http://127.0.0.1:{port}/impact?kind=<script>") as r:
                 assert r.status == 400
+        # in a real browser under the CSP: the chart is drawn (nothing blocked), four dots, the verdicts legible
+        async with async_playwright() as p:
+            chromium = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            try:
+                context = await chromium.new_context(viewport={"width": 900, "height": 1200})
+                await context.add_cookies([{"name": "ms_session", "value": signer.session(CSM),
+                                            "url": f"http://127.0.0.1:{port}"}])
+                page = await context.new_page()
+                problems: list[str] = []
+                page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+                await page.goto(f"http://127.0.0.1:{port}/impact")
+                chart = page.locator("svg")
+                await expect(chart).to_be_visible()
+                box = await chart.bounding_box()
+                assert box is not None and box["width"] > 600 and box["height"] > 250
+                await expect(chart.locator("circle")).to_have_count(4)
+                await expect(chart).to_contain_text("higher when celebrated")
+                await expect(chart).to_contain_text("not enough data")
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOTS / "impact.png"), full_page=True)
+                assert problems == []  # no Content-Security-Policy violation, no error
+            finally:
+                await chromium.close()
     finally:
         await runner.cleanup()
         await view.stop()
