@@ -12,6 +12,7 @@ from milestone_stream.kafka_io import producer
 from milestone_stream.schemas.records import ApprovalDecision
 from milestone_stream.settings import ConfigError, Settings
 from milestone_stream.signals import stop_on_signals
+from milestone_stream.sinks.approvals.risks import RiskBoard
 from milestone_stream.sinks.approvals.signing import Signer
 from milestone_stream.sinks.approvals.slack import PATH, SlackInteractions
 from milestone_stream.sinks.approvals.view import ApprovalView
@@ -39,6 +40,9 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
                             secure_cookies=settings.ui_url.startswith("https://"))
             ui.routes += ImpactPage(ui, lambda cohort, kind: load_impact(bootstrap, names, ui.clock, cohort=cohort,
                                                                          kind=kind)).routes()
+            board = RiskBoard(bootstrap, names, ui)  # the CSM's accounts at risk (/risks), following `risks`
+            ui.routes += board.routes()
+            await board.start()
             slack = slack_interactions(settings, ui)
             if slack is not None:
                 ui.routes += slack.routes()
@@ -48,6 +52,7 @@ async def serve_ui(settings: Settings, bootstrap: str) -> None:
             print(f"approval UI listening on {settings.ui_bind}:{settings.ui_port} ({settings.ui_url})", flush=True)
             await stop.wait()
             await runner.cleanup()
+            await board.stop()
     finally:
         await view.stop()
 

@@ -23,6 +23,7 @@ from milestone_stream.schemas.records import (
     Milestone,
     RiskSignal,
 )
+from milestone_stream.sinks.approvals.risks import RiskBoard
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, publish, table_rows
@@ -127,6 +128,14 @@ async def test_held_while_an_orange_signal_is_open_released_once_when_it_clears_
             assert both[1].risk_signals == ["No new users in 30 days"]
             assert not any(n.startswith("risk gate:") for n in both[1].policy_notes)
 
+            board = RiskBoard(kafka_bootstrap, topics, stack.ui)  # the UI's /risks page, following `risks`
+            await board.start()
+            try:
+                await board.caught_up()
+                [(name, [open_signal])] = board.open_for(CSM)
+                assert name == "Acme Corp" and open_signal.title == "No new users in 30 days"
+            finally:
+                await board.stop()
             await stack.view.caught_up()
             async with aiohttp.ClientSession(cookies={"ms_session": stack.signer.session(CSM)}) as browser:
                 async with browser.get(f"{stack.url}/r/{request.approval_id}") as page:

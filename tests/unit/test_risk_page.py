@@ -87,3 +87,41 @@ async def test_the_request_page_shows_health_components_and_open_signals_escaped
 async def test_a_request_without_health_or_signals_shows_neither():
     page = await page_of(approval_request(2, created_at=NOW, expires_at=NOW + timedelta(days=7)))
     assert "Account health" not in page and "Open risk signals" not in page
+
+
+def risk(sid, account, level="orange", state="open", csm="sam.rivera@vendor.example", title="Logins down 42%"):
+    from milestone_stream.schemas.records import Evidence, RiskSignal
+    return RiskSignal(signal_id=sid, account_id=account, kind="usage_drop", level=level, state=state, title=title,
+                      opened_at=NOW, at=NOW, csm_email=csm, account_name=f"{account} {HOSTILE}",
+                      evidence=[Evidence(source="platform.logins", record=HOSTILE, occurred_at=NOW)])
+
+
+async def test_the_risks_page_lists_the_csms_open_signals_highest_first_escaped():
+    from milestone_stream.sinks.approvals.risks import RiskBoard
+    from milestone_stream.topics import TopicNames
+
+    signer = Signer(b"k" * 40)
+
+    async def publish(d):
+        return SimpleNamespace(topic="t", partition=0, offset=0)
+
+    ui = ApprovalUI(View(), signer, publish, clock=lambda: NOW)
+    board = RiskBoard("127.0.0.1:1", TopicNames("x."), ui)  # fed by hand here; never started
+    for s in (risk("a1", "acme", "yellow", title="No new users in 30 days"), risk("a2", "acme", "red", title=HOSTILE),
+              risk("a2", "acme", "red", title=HOSTILE),  # delivered twice
+              risk("b1", "beta"), risk("b1", "beta", state="cleared"),  # cleared
+              risk("c1", "gamma", csm="someone.else@vendor.example", title="Not Sam's account")):
+        board.apply(s)
+    ui.routes += board.routes()
+    async with TestClient(TestServer(ui.app())) as client:
+        anonymous = await client.get("/risks")
+        assert anonymous.status == 401
+        r = await client.get("/risks", headers={"Cookie": f"ms_session={signer.session('Sam.Rivera@vendor.example')}"})
+        assert r.status == 200 and r.headers["Content-Security-Policy"] == CSP
+        html = await r.text()
+    text = "".join(Parsed(html).text)
+    shown = " ".join(HOSTILE.split())  # one line: the gate row and the board clean data as the drafter does
+    assert text.index(shown) < text.index("No new users in 30 days")  # red before yellow
+    assert text.count(shown) >= 3 and "beta" not in text and "Not Sam's account" not in text
+    assert text.count("No new users in 30 days") == 1 and text.count(f"acme {shown}") == 1  # the name once
+    assert "<script" not in html and "<b onmouseover" not in html
