@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.signals.rules import NoNewUsers, Signal, SignalRules, TicketSurge, UsageDrop
 from milestone_stream.ids import stable_id
-from milestone_stream.schemas.records import CrmChange, Evidence, RiskKind, RiskSignal
+from milestone_stream.schemas.records import EMAIL_MAX, CrmChange, Evidence, RiskKind, RiskSignal
 
 RECENT_IDS = 64        # CRM change ids a row remembers
 TEXT_MAX = 200         # characters of a name or e-mail in a title or an evidence record
@@ -170,11 +170,12 @@ def observe_change(row: RiskRow, change: CrmChange, origin: tuple[str, int], rul
         return []
     row.recent = (row.recent + [change.change_id])[-RECENT_IDS:]
     out: list[RiskSignal | None] = []
-    for fc in change.changes:  # first the profile, so that this change's records carry it
+    for fc in change.changes:  # first the profile, so that this change's records carry it (bounded)
         if fc.field == "csm_email" and (fc.value is None or isinstance(fc.value, str)):
-            row.profile = [fc.value, row.profile[1]]
+            email = fc.value.strip() if fc.value else None
+            row.profile = [email if email and len(email) <= EMAIL_MAX and "@" in email else None, row.profile[1]]
         elif fc.field == "name" and (fc.value is None or isinstance(fc.value, str)):
-            row.profile = [row.profile[0], fc.value]
+            row.profile = [row.profile[0], _text(fc.value) if fc.value else None]
     for fc in change.changes:
         if fc.field == "nps":
             out += _nps(row, change, _number(fc.value), rules)
@@ -216,8 +217,8 @@ def _nps(row: RiskRow, change: CrmChange, score: float | None, rules: SignalRule
         baseline = _number(episode.get("b"))
         if baseline is None or baseline - score <= rule.points:
             return [_clear(row, account, "nps_drop", change.occurred_at,
-                           [_change_evidence(change, f"field nps {score:g}, back within {rule.points:g} points "
-                                                     f"of {baseline if baseline is not None else '?'}")])]
+                           [_change_evidence(change, f"field nps {score:g}, back within {rule.points:g} points"
+                                             + (f" of {baseline:g}" if baseline is not None else ""))])]
         return []
     previous = _number(before[0]) if before else None
     if previous is None or previous - score <= rule.points:

@@ -145,6 +145,7 @@ def test_nps_drop_more_than_ten_points_from_the_previous_score_opens_once_and_cl
     assert observe_change(row, *crm.change(("nps", 39)), RULES) == []          # 11 below 50: still open
     [cleared] = observe_change(row, *crm.change(("nps", 41)), RULES)
     assert cleared.state == "cleared" and cleared.signal_id == opened.signal_id
+    assert cleared.evidence[0].record == "001A field nps 41, back within 10 points of 50 (change c8)"
     assert observe_change(row, *crm.change(("nps", 45)), RULES) == []
 
 
@@ -175,6 +176,17 @@ def test_champion_departure_per_role_opens_when_a_holder_leaves_or_loses_the_rol
     assert (cleared.state, cleared.signal_id) == ("cleared", opened.signal_id)
     assert "champion_departure:executive_sponsor" in row.episodes
     assert observe_change(row, *crm.change(("nps", 1)), RULES) == []           # no contacts sent: no change
+
+
+def test_the_profile_a_record_carries_is_bounded():
+    crm, row = Crm(), RiskRow()
+    observe_change(row, *crm.change(("name", "<b>Acme</b>  " + "x" * 1900), ("csm_email", "not an address")), RULES)
+    [opened] = observe_change(row, *crm.change(("invoice_overdue", True)), RULES)
+    assert opened.account_name is not None and len(opened.account_name) == 200
+    assert opened.account_name.startswith("<b>Acme</b> x") and opened.csm_email is None
+    observe_change(row, *crm.change(("csm_email", " sam@vendor.example "), ("name", None)), RULES)
+    [cleared] = observe_change(row, *crm.change(("invoice_overdue", None)), RULES)
+    assert (cleared.csm_email, cleared.account_name) == ("sam@vendor.example", None)
 
 
 def test_invoice_overdue_and_mrr_contraction():
