@@ -4,7 +4,8 @@ sender's protocol, for any `Target` (target.py); Gainsight CS Timeline is the fi
 Why its own process and consumer group: a CRM that is slow, rate-limited or down must hold back
 nothing but its own records; the sender goes on sending. Protocol, per sent email, against
 `activities.outcomes` (the stage's whole state, re-read at every partition assignment):
-1. it reads `emails.outcomes`; a `customer_email` outcome `sent` is an email to record;
+1. it reads `emails.outcomes`; a `customer_email` outcome `sent` is an email to record, and so is a
+   `risk_alert` outcome `sent` (the CSM's alert of a risk episode, ExternalId its signal_id: risks.py);
 2. it waits its turn (the target's rate limit, and any 429 `Retry-After`), then writes `attempting`
    and has the broker acknowledge it *before* calling the target;
 3. then `sent`, `retrying` (429, 5xx, unreachable: known not recorded; tried again after Retry-After
@@ -35,6 +36,7 @@ from milestone_stream.sinks.gainsight.approvals import ApprovalIndex
 from milestone_stream.sinks.gainsight.config import GainsightSettings
 from milestone_stream.sinks.gainsight.outcomes import ActivityOutcome, ActivityState
 from milestone_stream.sinks.gainsight.pace import Pace
+from milestone_stream.sinks.gainsight.risks import RiskIndex
 from milestone_stream.sinks.gainsight.target import NotRecorded, RecordUnknown, SentEmail, Target
 from milestone_stream.sinks.gainsight.timeline import TimelineClient
 from milestone_stream.sinks.records import handle_each, stage_consumer
@@ -51,6 +53,7 @@ class ActivityStage:
         self.retry_seconds, self.backoff, self.clock = retry_seconds, backoff, clock
         self.pace = Pace(target.calls_per_minute)
         self.approvals = ApprovalIndex(bootstrap, names)
+        self.risks = RiskIndex(bootstrap, names)  # what each risk alert said (issue 15: alerts are activities too)
         self.outcomes: dict[str, list[ActivityOutcome]] = {}
         # outcomes recorded while a reload reads the topic (the rebalance listener runs beside the record
         # loop; the read ends at the offsets seen at its start): added back, never forgotten
@@ -64,6 +67,7 @@ class ActivityStage:
             self._prod = prod
             self._dead = DeadLetters(self.names.deadletter, lambda t, k, v: prod.send_and_wait(t, key=k, value=v))
             await self.approvals.start()
+            await self.risks.start()
             consumer.subscribe([self.names.email_outcomes], listener=_Reload(self))
             await consumer.start()
             try:
@@ -71,6 +75,7 @@ class ActivityStage:
             finally:
                 await consumer.stop()
                 await self.approvals.stop()
+                await self.risks.stop()
 
     async def reload(self) -> None:
         outcomes: dict[str, list[ActivityOutcome]] = {}
@@ -97,11 +102,11 @@ class ActivityStage:
     async def handle(self, r: ConsumerRecord) -> None:
         outcome = await decode_or_park(EmailOutcome, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                        offset=r.offset, stage=self.target.name, dead_letters=self._dead)
-        if outcome is None or outcome.purpose != "customer_email" or outcome.outcome != "sent":
+        if outcome is None or outcome.purpose not in ("customer_email", "risk_alert") or outcome.outcome != "sent":
             return
         if self._settled(outcome.approval_id, _ref(r)):
             return
-        email = await self.sent_email(outcome)
+        email = await (self.risk_alert(outcome) if outcome.purpose == "risk_alert" else self.sent_email(outcome))
         await self.once(email, r)
 
     async def sent_email(self, outcome: EmailOutcome) -> SentEmail:
@@ -117,6 +122,20 @@ class ActivityStage:
             body_text=decision.body_text or (request.body_text if request else ""),
             sent_at=outcome.recorded_at, message_id=outcome.message_id,
             recipients=decision.recipients or (request.recipients if request else []))
+
+    async def risk_alert(self, outcome: EmailOutcome) -> SentEmail:
+        """A risk alert sent to a CSM, as a Timeline activity (ExternalId: the episode's signal_id)."""
+        s = await self.risks.get(outcome.approval_id)
+        if s is None:
+            raise Unprocessable("no_signal", f"risk alert {outcome.approval_id} was sent but its opening is not on "
+                                             f"{self.names.risks}")
+        lines = [f"{s.level} {s.kind.replace('_', ' ')}, opened {s.opened_at:%Y-%m-%d %H:%M} UTC",
+                 "What was seen: " + ("; ".join(f"{e.source}: {e.record}" for e in s.evidence) or "no evidence"),
+                 "Playbook: " + ("; ".join(s.playbook) or "none")]
+        return SentEmail(approval_id=s.signal_id, account_id=s.account_id, account_name=s.account_name or s.account_id,
+                         csm_email=s.csm_email or "", csm_name=None, subject=f"Risk alert: {s.title}",
+                         body_text="\n\n".join(lines), sent_at=outcome.recorded_at, message_id=outcome.message_id,
+                         purpose="risk_alert")
 
     def _settled(self, approval_id: str, input_ref: str) -> bool:
         """Nothing to do: recorded (or unknowable), or failed for this very input."""

@@ -28,6 +28,8 @@ class SentEmail:
     sent_at: datetime
     message_id: str
     recipients: list[Contact] = field(default_factory=list)
+    # what was sent: the approved customer email, or the CSM's risk alert (approval_id is then the signal_id)
+    purpose: str = "customer_email"
 
 
 class NotRecorded(Exception):

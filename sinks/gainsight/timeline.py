@@ -44,7 +44,8 @@ def notes(email: SentEmail) -> str:
     """The note's rich text: who it went to, then the email's paragraphs, every piece of data escaped."""
     to = ", ".join(f"{c.name} <{c.email}>" if c.name else c.email for c in email.recipients) or "the customer"
     head = (f"Milestone congratulations sent to {to} by {email.csm_name or email.csm_email} "
-            f"(Message-ID {email.message_id}).")
+            f"(Message-ID {email.message_id}).") if email.purpose != "risk_alert" else (
+            f"Risk alert sent to the CSM {email.csm_email} (Message-ID {email.message_id}).")
     paragraphs = [head] + [p.strip() for p in email.body_text.split("\n\n") if p.strip()]
     text = "".join(f"<p>{html.escape(_CONTROL.sub(' ', p).strip(), quote=True)}</p>" for p in paragraphs)
     return text if len(text) <= NOTES_MAX else text[:NOTES_MAX - 20].rsplit("<p>", 1)[0] + "<p>[…]</p>"
