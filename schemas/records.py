@@ -213,6 +213,7 @@ class ApprovalDecision(Record):
     body_html: str | None = None
     recipients: list[Contact] = []
     csm_name: str | None = None
+    follow_ups: bool = False            # v4: "send this and the follow-ups" (the anniversary sequence's later steps)
 
 
 Outcome = Literal["attempting", "retrying", "sent", "failed", "unknown", "not_sent"]

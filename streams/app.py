@@ -74,6 +74,8 @@ def required_topics(app: faust.App, settings: Settings) -> list[TopicSpec]:
     names = TopicNames(settings.topic_prefix)
     inputs = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, names.risks,
               names.risk_clock]
+    if "sequences" in app.tables:  # the anniversary sequence's agents read these (agents/drafter/sequence_agent.py)
+        inputs += [names.sequence, names.approval_decisions]
     specs = [TopicSpec(n, settings.partitions) for n in inputs]
     for table in app.tables.values():
         configs = {"cleanup.policy": "compact", **{k: str(v) for k, v in table.extra_topic_configs.items()}}

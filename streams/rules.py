@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from milestone_stream.agents.drafter.holdout import Holdout
 from milestone_stream.agents.drafter.riskrules import RiskRules
+from milestone_stream.agents.drafter.sequence_rules import AnniversarySequence
 from milestone_stream.agents.signals.rules import SignalRules
 from milestone_stream.settings import Strict, load_config_file
 
@@ -87,6 +88,8 @@ class Rules(Strict):
     risk: RiskRules = RiskRules()
     # the measurement holdout (agents/drafter/holdout.py, docs/impact.md); None: every account celebrated
     holdout: Holdout | None = None
+    # the anniversary's three-step sequence (agents/drafter/sequence.py, docs/anniversary-sequence.md); None: one note
+    anniversary_sequence: AnniversarySequence | None = None
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Rules:

@@ -37,6 +37,9 @@ TOPICS = {
     "drafter_clock": ("milestones.drafter-clock", "account id, raw bytes"),
     # internal: "evaluate this account's risk signals at this instant" ticks from the signals timer to its agent
     "risk_clock": ("milestones.risk-clock", "account id, raw bytes; value: ISO instant"),
+    # internal: the anniversary sequence's inputs, keyed by account: b"S" + start JSON (the drafter), b"D" +
+    # approval decision Avro (routed from approvals.decisions, keyed by approval id), b"T" (its timer's ticks)
+    "sequence": ("milestones.sequence", "tagged raw bytes"),
 }
 
 

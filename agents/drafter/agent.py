@@ -32,6 +32,7 @@ from milestone_stream.agents.drafter.gate_agent import GateAgents
 from milestone_stream.agents.drafter.gates import held_note
 from milestone_stream.agents.drafter.health import of_account as health_of
 from milestone_stream.agents.drafter.model import Drafter
+from milestone_stream.agents.drafter.sequence_agent import SequenceAgents
 from milestone_stream.agents.drafter.template import render
 from milestone_stream.deadletter import Unprocessable
 from milestone_stream.ids import stable_id
@@ -60,11 +61,16 @@ class DrafterAgents:
         self.ttl = timedelta(hours=rt.rules.drafting.approval_ttl_hours)
         self.due: DueIndex[datetime] = DueIndex()
         self.gates = GateAgents(rt)  # open risk signals, read here, written by the gates agent alone
+        # the anniversary sequence (docs/anniversary-sequence.md): its own agent and table; off without its rules
+        config = rt.rules.anniversary_sequence
+        self.sequence = SequenceAgents(rt, self.gates, config) if config is not None else None
 
     def install(self) -> None:
         rt, app = self.rt, self.rt.app
         app.agent(rt.channels.drafter_input, name="drafter")(self.drafter_agent)
         self.gates.install()
+        if self.sequence is not None:
+            self.sequence.install()
         app.timer(interval=rt.settings.drafter_interval)(self.drafter_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register("drafter", {rt.names.milestones, rt.names.drafter_clock})
@@ -144,6 +150,8 @@ class DrafterAgents:
                                                                   "signals": [s.signal_id for s in holding]})
             return
         notes = notes + policy.gate_notes(row, self.gates.row(account).cleared_at)
+        if self.sequence is not None:  # an anniversary's note is step 1 of its sequence
+            notes = notes + self.sequence.step1_notes(batch, now)
         csm_email = ProfileRow.from_stored(rt.tables.profiles.get(account)).field("csm_email")
         if not isinstance(csm_email, str) or not csm_email.strip():
             return await self.park_held(account, row, "no_csm_owner",
@@ -159,6 +167,8 @@ class DrafterAgents:
                       extra={"account_id": account})
             return await self.park_held(account, row, "draft_failed",
                                         f"{type(exc).__name__}: {exc}; fix the CRM data or the rules, then replay")
+        if self.sequence is not None:  # before the request: a decision on step 1 always finds its sequence
+            await self.sequence.started(account, request, batch)
         await (await rt.channels.requests.send(key=account.encode(), value=value))
         observability.EVENTS_OUT.labels("drafter").inc()
         log.info("approval requested", extra={"account_id": account, "approval_id": request.approval_id,

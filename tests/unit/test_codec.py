@@ -58,7 +58,8 @@ def test_message_written_with_v1_is_read_by_v2_with_defaults():
 
 
 def test_a_decision_written_before_csm_name_reads_without_it():
-    v2 = next(s for s in schemas.history() if s["name"] == "ApprovalDecision" and "recipients" in str(s))
+    v2 = next(s for s in schemas.history() if s["name"] == "ApprovalDecision" and "recipients" in str(s)
+              and "csm_name" not in str(s))
     parsed = parse_schema(v2, named_schemas={})
     out = io.BytesIO()
     out.write(MARKER + schema_fingerprint(parsed))
@@ -141,3 +142,14 @@ def test_invalid_value_is_rejected_by_the_model():
 def test_terminal_outcomes_are_outcomes_of_the_contract():
     outcomes = set(typing.get_args(EmailOutcome.model_fields["outcome"].annotation))
     assert EmailOutcome.TERMINAL < outcomes and not {"attempting", "retrying"} & EmailOutcome.TERMINAL
+
+
+def test_a_decision_written_before_follow_ups_reads_as_this_step_only():
+    v3 = next(s for s in schemas.history() if s["name"] == "ApprovalDecision" and "csm_name" in str(s))
+    parsed = parse_schema(v3, named_schemas={})
+    out = io.BytesIO()
+    out.write(MARKER + schema_fingerprint(parsed))
+    schemaless_writer(out, parsed, {"approval_id": "a1", "decision": "send", "csm_email": "sam@vendor.example",
+                                    "decided_at": NOW, "account_id": "acme", "recipients": [], "csm_name": "Sam"})
+    decoded = ApprovalDecision.from_avro(out.getvalue())
+    assert decoded.csm_name == "Sam" and decoded.follow_ups is False
