@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import Metric
 from milestone_stream.agents.drafter.template import html_from_text
 from milestone_stream.deadletter import Position
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, Contact
+from milestone_stream.sinks.approvals.sequence_view import timeline
 from milestone_stream.sinks.approvals.signing import BadToken, ExpiredToken, Signer
 from milestone_stream.sinks.approvals.view import ApprovalView
 from milestone_stream.sinks.sender.mail import NAME_MAX, InvalidAddress, addr_spec, display_name
@@ -122,8 +123,10 @@ class ApprovalUI:
         d = self.view.decisions.get(a.approval_id)
         shown = d if d is not None and d.decision == "send" else a  # once sent: what went out, as approved
         outcomes = [o for o in self.view.outcomes.get(a.approval_id, []) if o.purpose == "customer_email"]
+        steps = timeline(self.view, a, self.clock())  # an anniversary sequence's steps (sequence_view.py)
         return page("request.html", status, a=a, state=self.view.status(a.approval_id, self.clock()), shown=shown,
                     decision=d, outcomes=outcomes, confirm=confirm, csrf=self.signer.csrf(key, a.approval_id),
+                    sequence=steps, follow_ups=any(e.current and e.step != "3" for e in steps),
                     preview=Markup(html_from_text(shown.body_text or "")))  # noqa: S704 — the email template autoescaped it
 
     async def edit(self, request: web.Request) -> web.Response:
@@ -225,7 +228,8 @@ class ApprovalUI:
         return ApprovalDecision(approval_id=a.approval_id, decision="send", csm_email=csm, account_id=a.account_id,
                                 subject=subject.strip(), body_text=body_text,
                                 body_html=html_from_text(body_text) if edited else a.body_html,
-                                recipients=recipients, decided_at=now, csm_name=a.csm_name)
+                                recipients=recipients, decided_at=now, csm_name=a.csm_name,
+                                follow_ups=str(form.get("follow_ups", "")) == "1")  # the anniversary sequence
 
 
 class ApprovalMetrics:

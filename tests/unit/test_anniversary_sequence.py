@@ -209,3 +209,25 @@ def test_the_emails_escape_crm_text_and_carry_the_review_link():
     assert 'href="https://reviews.example/acme?a=1&amp;b=2"' in advocacy.body_html
     assert "reply and I will send you the details" in render_step("advocacy", ctx, account, CONFIG, None, None
                                                                   ).body_text
+
+
+def test_the_example_section_loads_once_uncommented_and_the_adapters_map_its_crm_fields():
+    from pathlib import Path
+
+    import yaml
+
+    from milestone_stream.agents.ingest.config import AdaptersConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    lines = (repo / "rules.example.yaml").read_text().splitlines()
+    start = lines.index("# anniversary_sequence:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#  ") and line != "# anniversary_sequence:":
+            break
+        block.append(line[2:])
+    rules = Rules.model_validate(yaml.safe_load("\n".join(block)))
+    assert rules.anniversary_sequence is not None and len(rules.anniversary_sequence.capabilities) == 3
+    adapters = AdaptersConfig.load(repo / "adapters.example.yaml", Rules.load(repo / "rules.example.yaml"))
+    mapped = {str(getattr(f, "to", f)) for f in adapters.salesforce_cdc.fields.values()}
+    assert {"renewal_date", "status", "top_use_case", "qbr_completed_at"} <= mapped
