@@ -121,6 +121,11 @@ async def test_held_while_an_orange_signal_is_open_released_once_when_it_clears_
                                                           risk("acme", "sig-2", level="yellow",
                                                                title="No new users in 30 days")])
             await wait_for(lambda: len(alerts(smtp)) == 2, 60, what="the yellow signal's alert")
+
+            async def yellow_recorded():
+                row = (await table_rows(kafka_bootstrap, topics.prefix, "gates")).get("acme") or {}
+                return "sig-2" in (row.get("o") or {})
+            await wait_for(yellow_recorded, 60, what="the gates agent to record the yellow signal")
             await publish(kafka_bootstrap, topics.milestones, [milestone("acme", 100000)])
             both = await wait_for(lambda: _two(requests_on(kafka_bootstrap, topics)), 120,
                                   what="the second request")
