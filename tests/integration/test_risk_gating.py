@@ -26,6 +26,7 @@ from milestone_stream.schemas.records import (
 from milestone_stream.sinks.approvals.risks import RiskBoard
 from milestone_stream.topics import ensure_topics
 
+from support import slack_api
 from support.helpers import Worker, publish, table_rows
 from support.stack import DOMAIN, SECRET, ApprovalStack, SmtpServer, dead_letters, outcomes, until_outcome
 
@@ -214,3 +215,25 @@ async def test_an_alert_is_sent_once_across_a_restart_and_never_twice_after_a_si
     for o in await outcomes(kafka_bootstrap, topics, "risk_alert"):
         trails.setdefault(o.approval_id, []).append(o.outcome)
     assert trails == {"sig-ok": ["attempting", "sent"], "sig-kill": ["attempting", "unknown"]}, trails
+
+
+async def test_the_slack_alert_is_posted_once_per_episode_with_escaped_text(kafka_bootstrap, created):
+    topics = created
+    api = await slack_api.SlackApi({"U0SAM": CSM}).start()
+    smtp = SmtpServer().start()
+    hostile = "<!channel> Logins *down* 42% <https://evil.example|click>\r\nnext"
+    try:
+        async with ApprovalStack(kafka_bootstrap, topics, smtp.port, slack_url=api.url):
+            await publish(kafka_bootstrap, topics.risks, [risk("acme", "sig-s", title=hostile)] * 2)
+            await until_outcome(kafka_bootstrap, topics, "sig-s", "sent", purpose="risk_alert_slack")
+            await until_outcome(kafka_bootstrap, topics, "sig-s", "sent", purpose="risk_alert")
+    finally:
+        await api.stop()
+        smtp.stop()
+    [post] = api.posted()
+    assert post["channel"] == "D0SAM"
+    shown = post["text"] + str(post["blocks"])
+    assert "<!channel>" not in shown and "<https://evil" not in shown and "\r" not in shown
+    assert "&lt;!channel&gt;" in shown and "Call the champion within 48 hours" in shown
+    trail = [o.outcome for o in await outcomes(kafka_bootstrap, topics, "risk_alert_slack")]
+    assert trail == ["attempting", "sent"]
