@@ -143,6 +143,14 @@ class DrafterAgents:
         batch, notes = policy.release(row, now, self.gather, self.cooldown)
         if not batch:
             return
+        until = self.sequence.cooldown_until(account) if self.sequence is not None else None
+        if until is not None:  # a later step of the anniversary sequence counts as a note for the cooldown
+            if now < until:
+                return
+            if row.held_since and datetime.fromisoformat(row.held_since) < until:
+                notes = notes + [f"cooldown: a step of the anniversary sequence was drafted "
+                                 f"{until - self.cooldown:%Y-%m-%d}; the milestones reached since were held and "
+                                 "are merged into this note"]
         holding = self.gates.holding(account)
         if holding:  # at risk: held (nothing dropped) until the signal clears; the timer re-checks
             if policy.gate(row, [(s.signal_id, held_note(s)) for s in holding], now):
@@ -183,6 +191,10 @@ class DrafterAgents:
         due = self.due.due_now(rt.tables.celebrations.items,
                                lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)), rt.clock.now())
         for account in due:
+            until = self.sequence.cooldown_until(account) if self.sequence is not None else None
+            if until is not None and rt.clock.now() < until:  # the anniversary sequence's cooldown
+                self.due.schedule(account, until)
+                continue
             if self.still_gated(account):  # no tick (and no row write) until the gate changes
                 self.due.schedule(account, rt.clock.now() + timedelta(seconds=rt.settings.drafter_interval))
                 continue

@@ -14,7 +14,10 @@ is renewal preparation when the CRM's `renewal_date` is within `renewal_window_d
 advocacy invitation. A step not yet sent is cancelled, with its reason, when the CSM declined step
 1, the CRM's `status` is one of `churned_statuses`, or the account has an open risk signal at or
 above the drafter's gate level. With "this and the follow-ups" approved, a drafted step is sent at
-its due time unless the CSM stopped it before (the first decision per approval id wins).
+its due time unless the CSM stopped it before (the first decision per approval id wins). The
+cooldown applies to every step: a note the drafter drafted after step 1 (another milestone) postpones
+a step due within the cooldown, and the later step with it; the drafter in turn counts a drafted later
+step as a note (`last_drafted`).
 
 The row (`SequenceRow`, one per account in the `sequences` table, written only by the sequence
 agent); only this module knows the stored form's keys:
@@ -23,7 +26,8 @@ agent); only this module knows the stored form's keys:
              "d": the CSM's decision on step 1 (send|dont_send|None),
              "f": standing approval {"by": CSM, "at": ISO} or None,
              "p": {"2": step, "3": step}}
-  step: {"id": approval id, "due": ISO, "s": state, "k": kind once drafted, "w": why (a skip, a cancellation)}
+  step: {"id": approval id, "due": ISO, "s": state, "k": kind once drafted, "w": why (a skip, a cancellation,
+         a postponement), "at": drafted at ISO, "m": the email as drafted (a standing approval sends it)}
 States: planned → drafted → sent_by_standing | approved | declined; planned|drafted → cancelled; planned → skipped.
 """
 from __future__ import annotations
@@ -191,6 +195,16 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Postpone:
+    """The cooldown holds a step due now: it and the later step move by `shift`."""
+
+    anniversary_id: str
+    step: str
+    shift: timedelta    # how much later it (and the later step) is drafted and due
+    reason: str
+
+
+@dataclass(frozen=True)
 class Send:
     """Send a drafted step on the standing approval (a `send` decision on the CSM's behalf)."""
 
@@ -200,7 +214,7 @@ class Send:
     reason: str
 
 
-Action = Draft | Skip | Cancel | Send
+Action = Draft | Skip | Cancel | Postpone | Send
 
 
 def draft_at(step: Mapping[str, object], config: AnniversarySequence) -> datetime:
@@ -219,9 +233,12 @@ def cancel_reason(seq: Mapping[str, object], account: Account, config: Anniversa
     return None
 
 
-def due(row: SequenceRow, account: Account, now: datetime, config: AnniversarySequence) -> list[Action]:
-    """What to do now, in order: cancellations, skips, drafts, sends. Each action is applied with
-    `mark` once done; until then `due` returns it again (a crash redoes it with the same ids)."""
+def due(row: SequenceRow, account: Account, now: datetime, config: AnniversarySequence,
+        other_note_at: datetime | None = None, cooldown: timedelta = timedelta(0)) -> list[Action]:
+    """What to do now: cancellations, postponements, skips, drafts, sends. Each action is applied with
+    `mark` once done; until then `due` returns it again (a crash redoes it with the same ids).
+    `other_note_at`: when the drafter last drafted a note for the account (its row's last celebration);
+    a note other than step 1 within `cooldown` postpones a step due now (the cooldown applies to every step)."""
     actions: list[Action] = []
     for aid, seq in row.sequences.items():
         skipped: list[str] = []
@@ -236,6 +253,12 @@ def due(row: SequenceRow, account: Account, now: datetime, config: AnniversarySe
             if reason:
                 actions.append(Cancel(aid, n, str(step["id"]), reason, withdraw=state == "drafted"))
             elif state == "planned" and now >= draft_at(step, config):
+                hold = cooldown_hold(seq, other_note_at, cooldown, now)
+                if hold is not None and other_note_at is not None:
+                    why = (f"cooldown: another note was drafted on {other_note_at:%Y-%m-%d %H:%M} UTC; this step "
+                           f"was postponed to {hold:%Y-%m-%d %H:%M} UTC")
+                    actions.append(Postpone(aid, n, hold - draft_at(step, config), why))
+                    break  # the later step moves with it
                 due_time = datetime.fromisoformat(str(step["due"]))
                 skip = skip_reason(account, now, config) if n == "2" else None
                 if skip:
@@ -244,14 +267,34 @@ def due(row: SequenceRow, account: Account, now: datetime, config: AnniversarySe
                 else:
                     kind: Kind = "forward" if n == "2" else "renewal" if renewal_near(account, now, config) \
                         else "advocacy"
-                    actions.append(Draft(aid, n, str(step["id"]), kind, due_time,
-                                         tuple(step_notes(seq, n, kind, due_time, account, config) + skipped)))
+                    postponed = [str(step["w"])] if step.get("w") else []
+                    actions.append(Draft(aid, n, str(step["id"]), kind, due_time, tuple(
+                        step_notes(seq, n, kind, due_time, account, config) + postponed + skipped)))
                     skipped = []
             elif sendable(seq, step) and now >= datetime.fromisoformat(str(step["due"])):
                 f = seq["f"]
                 actions.append(Send(aid, n, str(step["id"]),
                                     f"approved with the follow-ups on {str(f['at'])[:10]} by {f['by']}"))
     return actions
+
+
+def cooldown_hold(seq: Mapping[str, object], other_note_at: datetime | None, cooldown: timedelta,
+                  now: datetime) -> datetime | None:
+    """Until when a step due now waits: the end of the cooldown after a note the drafter drafted after
+    step 1 (step 1 and the sequence's own steps are one celebration); None when it need not wait."""
+    if other_note_at is None or cooldown <= timedelta(0):
+        return None
+    if other_note_at <= datetime.fromisoformat(str(seq.get("t"))):
+        return None
+    until = other_note_at + cooldown
+    return until if now < until else None
+
+
+def last_drafted(row: SequenceRow) -> datetime | None:
+    """When the account's latest later step was drafted (the drafter's cooldown counts it as a note)."""
+    times = [datetime.fromisoformat(str(p["at"])) for seq in row.sequences.values()
+             for p in (seq.get("p") or {}).values() if isinstance(p, dict) and p.get("at")]
+    return max(times, default=None)
 
 
 def skip_reason(account: Account, now: datetime, config: AnniversarySequence) -> str | None:
@@ -325,6 +368,13 @@ def mark(row: SequenceRow, action: Action) -> None:
         step.update(s="skipped", w=action.reason)
     elif isinstance(action, Cancel):
         step.update(s="cancelled", w=action.reason)
+    elif isinstance(action, Postpone):
+        seq = row.sequences[action.anniversary_id]
+        for n in STEPS[STEPS.index(action.step):]:
+            later = seq["p"][n]
+            if later.get("s") == "planned":
+                later["due"] = (datetime.fromisoformat(str(later["due"])) + action.shift).isoformat()
+        step["w"] = action.reason
     else:
         step.update(s="sent_by_standing", w=action.reason)
 

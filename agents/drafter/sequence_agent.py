@@ -78,6 +78,12 @@ class SequenceAgents:
                  "c": request.csm_email, "h": request.held_out}
         await (await self.topic.send(key=account.encode(), value=START + json.dumps(start).encode()))
 
+    def cooldown_until(self, account: str) -> datetime | None:
+        """Until when the drafter holds the account's other milestones after a later step was drafted (the
+        cooldown applies to every step as to any note); read here, written by the sequence agent alone."""
+        last = sequence.last_drafted(sequence.SequenceRow.from_stored(self.table.get(account)))
+        return last + timedelta(days=self.rt.rules.cooldown_days) if last else None
+
     def step1_notes(self, batch: list[Milestone], now: datetime) -> list[str]:
         return sequence.step1_notes(now, self.config) if any(m.kind == "anniversary" for m in batch) else []
 
@@ -143,7 +149,9 @@ class SequenceAgents:
         if not row.sequences:
             return False
         facts, ctx, profile, usage = self.account(account, now)
-        actions = sequence.due(row, facts, now, self.config)
+        last = policy.CelebrationRow.from_stored(self.rt.tables.celebrations.get(account)).last_celebrated
+        actions = sequence.due(row, facts, now, self.config, datetime.fromisoformat(last) if last else None,
+                               timedelta(days=self.rt.rules.cooldown_days))
         for action in actions:
             seq = row.sequences[action.anniversary_id]
             if isinstance(action, sequence.Draft):
@@ -161,6 +169,7 @@ class SequenceAgents:
                     continue
                 await (await self.rt.channels.requests.send(key=account.encode(), value=request.to_avro()))
                 observability.EVENTS_OUT.labels("sequence").inc()
+                seq["p"][action.step]["at"] = now.isoformat()  # the drafter's cooldown counts it
                 seq["p"][action.step]["m"] = {"sub": request.subject, "txt": request.body_text,
                                               "htm": request.body_html, "n": request.csm_name,
                                               "r": [c.model_dump() for c in request.recipients]}

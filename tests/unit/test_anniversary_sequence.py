@@ -231,3 +231,25 @@ def test_the_example_section_loads_once_uncommented_and_the_adapters_map_its_crm
     adapters = AdaptersConfig.load(repo / "adapters.example.yaml", Rules.load(repo / "rules.example.yaml"))
     mapped = {str(getattr(f, "to", f)) for f in adapters.salesforce_cdc.fields.values()}
     assert {"renewal_date", "status", "top_use_case", "qbr_completed_at"} <= mapped
+
+
+def test_the_cooldown_applies_to_every_step_another_note_postpones_the_step_and_the_next():
+    row = started()
+    cooldown = timedelta(days=14)
+    at = T1 + timedelta(days=6)
+    # step 1 itself (the drafter's last note when it drafted step 1) holds nothing
+    assert isinstance(sq.due(row, ACCOUNT, at, CONFIG, T1, cooldown)[0], sq.Draft)
+    other = T1 + timedelta(days=2)   # a usage milestone's note, drafted after step 1
+    [postpone] = sq.due(row, ACCOUNT, at, CONFIG, other, cooldown)
+    assert isinstance(postpone, sq.Postpone) and postpone.shift == other + cooldown - at
+    sq.mark(row, postpone)
+    assert step(row, "2")["due"] == (other + cooldown + timedelta(hours=24)).isoformat()
+    assert step(row, "3")["due"] == (T1 + timedelta(days=14) + postpone.shift).isoformat()
+    assert sq.next_due(row, CONFIG) == other + cooldown
+    assert sq.due(row, ACCOUNT, other + cooldown - timedelta(seconds=1), CONFIG, other, cooldown) == []
+    [two] = sq.due(row, ACCOUNT, other + cooldown, CONFIG, other, cooldown)
+    assert isinstance(two, sq.Draft) and any(n.startswith("cooldown: another note was drafted on") for n in two.notes)
+    # the drafter's side: a drafted later step counts as a note
+    assert sq.last_drafted(row) is None
+    row.sequences["ann-1"]["p"]["2"]["at"] = (other + cooldown).isoformat()
+    assert sq.last_drafted(row) == other + cooldown
