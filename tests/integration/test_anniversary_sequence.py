@@ -1,7 +1,8 @@
 """The anniversary sequence on the real broker, driven by the injected clock (MILESTONES_NOW): a worker
 per point in time, each restoring the `sequences` table from its changelog. Step 1 is drafted with
 the anniversary; step 2 a week later (skipped when the CRM has a QBR this year); step 3 two weeks later
-(renewal preparation or an advocacy invitation); a declined step 1 cancels the rest. Under "this and
+(renewal preparation or an advocacy invitation); a declined step 1, a churned account (CRM status) and
+an account at risk (an orange signal on `risks`) have the rest cancelled with the reason. Under "this and
 the follow-ups" the later steps are sent at their times, once each, across worker SIGKILLs: the real
 SMTP server counts the emails. (The run after a SIGKILL waits for the broker to drop the killed
 member's session before the group rebalances: up to a minute of the test's time.)"""
@@ -20,14 +21,16 @@ from milestone_stream.schemas.records import (
     Evidence,
     FieldChange,
     Milestone,
+    RiskSignal,
 )
 from milestone_stream.topics import ensure_topics
 
 from support.helpers import Worker, publish, table_rows
-from support.stack import ApprovalStack, SmtpServer, csrf_in, outcomes
+from support.stack import ApprovalStack, SmtpServer, csrf_in, dead_letters, outcomes
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 CSM = "sam.rivera@vendor.example"
+ACCOUNTS = ("plain", "qbr", "decl", "churn", "risky")
 LINK = "https://reviews.example/acme"
 RULES = f"""cooldown_days: 0
 drafting:
@@ -89,13 +92,13 @@ async def test_steps_drafted_at_their_times_qbr_suppresses_renewal_or_advocacy_d
     await publish(kafka_bootstrap, topics.crm, [
         profile("plain", renewal_date=renewal),
         profile("qbr", qbr_completed_at=(T0 - timedelta(days=90)).date().isoformat()),
-        profile("decl")])
+        profile("decl"), profile("churn"), profile("risky")])
     w = worker(kafka_bootstrap, topics, tmp_path, "t0", T0)
     try:
-        await wait_for(lambda: _has(table_rows(kafka_bootstrap, topics.prefix, "profiles"), 3), 60,
+        await wait_for(lambda: _has(table_rows(kafka_bootstrap, topics.prefix, "profiles"), 5), 60,
                        what="the profiles")
-        await publish(kafka_bootstrap, topics.milestones, [anniversary(a) for a in ("plain", "qbr", "decl")])
-        step1 = {r.account_id: r for r in (await requests_for(kafka_bootstrap, topics, 3)).values()}
+        await publish(kafka_bootstrap, topics.milestones, [anniversary(a) for a in ACCOUNTS])
+        step1 = {r.account_id: r for r in (await requests_for(kafka_bootstrap, topics, 5)).values()}
         note = next(n for n in step1["plain"].policy_notes if n.startswith("anniversary sequence: step 1 of 3"))
         assert f"planned for {(T0 + timedelta(days=7)):%Y-%m-%d}" in note
         await publish_decisions(kafka_bootstrap, topics, [_decision(step1["decl"], "dont_send"),
@@ -107,14 +110,30 @@ async def test_steps_drafted_at_their_times_qbr_suppresses_renewal_or_advocacy_d
             return steps if steps and all(p["s"] == "cancelled" for p in steps) else None
         for p in await wait_for(declined, 60, what="the declined account's later steps to be cancelled"):
             assert p["w"] == "the CSM declined step 1 (the anniversary note)"
+        # hostile records on the sequence's internal topic are dead letters, and the sequence goes on
+        async with producer(kafka_bootstrap) as prod:
+            for value in (b"S{not json", b"Xwhat", b"D\x00\x01garbage"):
+                await prod.send_and_wait(topics.sequence, key=b"plain", value=value)
+
+        async def parked():
+            found = {d.reason for d in await dead_letters(kafka_bootstrap, topics) if d.stage == "sequence"}
+            return found if len(found) >= 3 else None
+        assert await wait_for(parked, 60, what="three dead letters") >= {"malformed_start", "unknown_record"}
     finally:
         assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
-    assert len(await requests_on(kafka_bootstrap, topics)) == 3, "a later step was drafted on day 0"
+    assert len(await requests_on(kafka_bootstrap, topics)) == 5, "a later step was drafted on day 0"
+    # during the week one account churns (CRM status) and another turns at risk (an orange signal)
+    await publish(kafka_bootstrap, topics.crm, [CrmChange(
+        change_id="churned", account_id="churn", source="salesforce", occurred_at=T0 + timedelta(days=3),
+        changes=[FieldChange(field="status", value="Churned")])])
+    await publish(kafka_bootstrap, topics.risks, [RiskSignal(
+        signal_id="sig-1", account_id="risky", kind="usage_drop", level="orange", state="open",
+        title="Logins down 42%", opened_at=T0 + timedelta(days=3), at=T0 + timedelta(days=3))])
 
     # a week later (step 2 is drafted a day before it is due): the forward-looking note, except after a QBR
     w = worker(kafka_bootstrap, topics, tmp_path, "t6", T0 + timedelta(days=6, hours=1))
     try:
-        found = await requests_for(kafka_bootstrap, topics, 4)
+        found = await requests_for(kafka_bootstrap, topics, 6)
         two = found[step_of("plain", "2")]
         assert "Journeys: Automate the onboarding of every new team." in two.body_text
         assert two.milestone_ids == [anniversary("plain").milestone_id] and two.recipients[0].name == "Jane Doe"
@@ -125,6 +144,15 @@ async def test_steps_drafted_at_their_times_qbr_suppresses_renewal_or_advocacy_d
             return [s["p"]["2"] for s in row.get("q", {}).values() if s["p"]["2"]["s"] == "skipped"]
         [skipped] = await wait_for(qbr_skipped, 60, what="step 2 of the QBR account to be skipped")
         assert "QBR was completed on" in skipped["w"]
+
+        async def cancelled(account):
+            row = (await sequences(kafka_bootstrap, topics)).get(account) or {}
+            steps = [p for s in row.get("q", {}).values() for p in s["p"].values()]
+            return [p["w"] for p in steps] if steps and all(p["s"] == "cancelled" for p in steps) else None
+        assert set(await wait_for(lambda: cancelled("churn"), 60, what="the churned account's steps cancelled")) \
+            == {"the account churned (CRM status 'churned')"}
+        assert set(await wait_for(lambda: cancelled("risky"), 60, what="the risky account's steps cancelled")) \
+            == {"the account is at risk (open risk signal 'Logins down 42%' (orange))"}
     finally:
         assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
     assert step_of("qbr", "2") not in {r.approval_id for r in await requests_on(kafka_bootstrap, topics)}
@@ -132,7 +160,7 @@ async def test_steps_drafted_at_their_times_qbr_suppresses_renewal_or_advocacy_d
     # two weeks later: renewal preparation (renewal within 90 days) or the advocacy invitation with the link
     w = worker(kafka_bootstrap, topics, tmp_path, "t13", T0 + timedelta(days=13, hours=1))
     try:
-        found = await requests_for(kafka_bootstrap, topics, 6)
+        found = await requests_for(kafka_bootstrap, topics, 8)
     finally:
         assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
     renewal_note, advocacy = found[step_of("plain", "3")], found[step_of("qbr", "3")]
@@ -140,8 +168,8 @@ async def test_steps_drafted_at_their_times_qbr_suppresses_renewal_or_advocacy_d
     assert LINK in advocacy.body_text and f'href="{LINK}"' in advocacy.body_html
     assert any("was not drafted: suppressed: the CRM says a QBR" in n for n in advocacy.policy_notes)
     ids = [r.approval_id for r in await requests_on(kafka_bootstrap, topics)]
-    assert len(ids) == len(set(ids)) == 6, "a step was drafted twice, or a cancelled one drafted"
-    assert not {step_of("decl", "2"), step_of("decl", "3")} & set(ids)
+    assert len(ids) == len(set(ids)) == 8, "a step was drafted twice, or a cancelled one drafted"
+    assert not {step_of(a, n) for a in ("decl", "churn", "risky") for n in ("2", "3")} & set(ids)
 
 
 async def test_this_and_the_follow_ups_sends_each_step_once_at_its_time_across_sigkills(
