@@ -61,6 +61,9 @@ class Settings(BaseModel):
     # the usage agent takes telemetry in batches: one row write per account per batch
     batch_size: int = Field(500, alias="MILESTONES_BATCH_SIZE", ge=1, le=100_000)
     batch_seconds: float = Field(0.05, alias="MILESTONES_BATCH_SECONDS", gt=0, le=10)
+    # the usage agent takes telemetry a fetch at a time past Faust's per-message path (faust_compat/drain.py);
+    # off: through Faust's stream (the before of bench/results.md; always so under exactly_once)
+    batch_consume: bool = Field(True, alias="MILESTONES_BATCH_CONSUME")
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")

@@ -65,6 +65,10 @@ class DetectorAgents:
     def install(self) -> None:
         rt, app = self.rt, self.rt.app
         app.agent(rt.channels.telemetry, name="usage")(self.usage_agent)
+        if rt.settings.batch_consume and rt.settings.guarantee == "at_least_once":
+            # the agent above keeps the topic subscribed and co-partitioned; its messages come here instead
+            faust_compat.deliver_batches(app, rt.names.telemetry, "usage", self.count_usage,
+                                         rt.settings.batch_size, rt.park)
         app.agent(rt.channels.crm_input, name="crm")(self.crm_agent)
         app.timer(interval=rt.settings.anniversary_interval)(self.anniversary_clock)
         app.on_rebalance_complete.connect(self.reindex)

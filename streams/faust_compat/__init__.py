@@ -13,6 +13,8 @@ tested (pyproject.toml), and every private name used is declared with its shape 
 - loops.py: `each_in_order` / `batches_in_order`, the agents' loops, parking a failing step's input
   as a dead letter (`park_or_stop`; exit DEAD_LETTER_EXIT if even that fails).
 - worker.py: the worker without Faust's progress spinner.
+- drain.py: the consume loop, handing a batched agent's topic over a fetch at a time (`deliver_batches`)
+  instead of message by message through Faust's conductor and stream.
 - tables.py: `write_many`, a batch's table writes with their changelog records sent as Kafka batches, and
   `read`, a look-up in the event's own partition.
 """
@@ -22,6 +24,7 @@ from faust.types import AppT
 
 from milestone_stream.faust_compat import consumer as _consumer, recovery as _recovery
 from milestone_stream.faust_compat.consumer import OrderedConsumer, admit
+from milestone_stream.faust_compat.drain import deliver_batches
 from milestone_stream.faust_compat.events import as_current, current, settled
 from milestone_stream.faust_compat.loops import DEAD_LETTER_EXIT, Park, batches_in_order, each_in_order, park_or_stop
 from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES
@@ -31,7 +34,7 @@ from milestone_stream.faust_compat.worker import worker
 
 __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_current", "admit", "settled",
            "park_or_stop", "DEAD_LETTER_EXIT", "RECOVERY_ERROR_EXIT", "Park", "OrderedConsumer", "worker",
-           "PRIVATE_NAMES", "PINNED", "read", "write_many"]
+           "PRIVATE_NAMES", "PINNED", "read", "write_many", "deliver_batches"]
 
 
 def install(app: AppT) -> None:

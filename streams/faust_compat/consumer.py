@@ -32,7 +32,9 @@ from faust.transport.drivers.aiokafka import (
     Transport as FaustAIOKafkaTransport,
 )
 from faust.types import TP, AppT, EventT, Message
+from mode import ServiceT
 
+from milestone_stream.faust_compat import drain
 from milestone_stream.faust_compat.events import current
 from milestone_stream.observability import REBALANCE_SKIPS
 
@@ -87,6 +89,13 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
         consumer thread may be inside aiokafka's `fetched_records`, which then failed on a partition the
         seek had just cleared (KeyError), crashing the worker's fetcher; `seek_wait` runs on that thread."""
         await self._thread.seek_wait({tp: offset})
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """Faust's consume loop, or `drain.drain` when a batched agent takes its topic a fetch at a time."""
+        if drain.handlers(self.app):
+            await drain.drain(self, fetcher)
+        else:
+            await super()._drain_messages(fetcher)
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -64,10 +64,11 @@ async def batches_in_order(app: AppT, stream: faust.Stream, agent: str, step: Ba
             taken = [e for e in events if current(app, e.message) and compat.admit(app, e)]
             if taken:
                 with PROGRESS.record(agent, len(taken)):
-                    await _batch_or_each(step, taken, agent, park)
+                    await batch_or_each(step, taken, agent, park)
 
 
-async def _batch_or_each(step: BatchStep, taken: list[EventT], agent: str, park: Park) -> None:
+async def batch_or_each(step: BatchStep, taken: list[EventT], agent: str, park: Park) -> None:
+    """`step(taken)`; if it raises, each event again alone, parking only those that raise."""
     try:
         await step(taken)
         return
