@@ -310,11 +310,14 @@ def skip_reason(account: Account, now: datetime, config: AnniversarySequence) ->
 
 
 def sendable(seq: Mapping[str, object], step: Mapping[str, object]) -> bool:
-    """A drafted, undecided step goes at its time on a standing approval: never for a held-out account,
-    nor without a recipient (the CSM chooses one on the request page, then sends it themselves)."""
-    drafted = step.get("m")
-    return (step.get("s") == "drafted" and bool(seq.get("f")) and not seq.get("h")
-            and isinstance(drafted, dict) and bool(drafted.get("r")))
+    """A drafted, undecided step goes at its time on a standing approval given before it was drafted (so
+    its request, and the CSM's notification, said when it would go): never for a held-out account, nor
+    without a recipient (the CSM chooses one on the request page, then sends it themselves)."""
+    drafted, standing = step.get("m"), seq.get("f")
+    if step.get("s") != "drafted" or seq.get("h") or not isinstance(standing, dict) or not step.get("at"):
+        return False
+    told = datetime.fromisoformat(str(standing.get("at"))) <= datetime.fromisoformat(str(step["at"]))
+    return told and isinstance(drafted, dict) and bool(drafted.get("r"))
 
 
 def recent_qbr(account: Account, now: datetime, config: AnniversarySequence) -> date | None:
@@ -391,14 +394,3 @@ def next_due(row: SequenceRow, config: AnniversarySequence) -> datetime | None:
             elif sendable(seq, step):
                 times.append(datetime.fromisoformat(str(step["due"])))
     return min(times, default=None)
-
-
-def timeline(row: SequenceRow, anniversary_id: str) -> list[tuple[str, str, str]]:
-    """(step, due date, state and reason) of one sequence, for people (the CSM's view, logs)."""
-    seq = row.sequences.get(anniversary_id) or {}
-    out = [("1", str(seq.get("t", ""))[:10], {"send": "approved", "dont_send": "declined"}.get(
-        str(seq.get("d")), "drafted"))]
-    for n in STEPS:
-        step = (seq.get("p") or {}).get(n) or {}
-        out.append((n, str(step.get("due", ""))[:10], str(step.get("s")) + (f": {step['w']}" if step.get("w") else "")))
-    return out

@@ -36,6 +36,7 @@ def drafted(row, n, recipients=True):
     [action] = [a for a in sq.due(row, ACCOUNT, datetime.fromisoformat(step(row, n)["due"]), CONFIG)
                 if a.step == n]
     assert isinstance(action, sq.Draft)
+    step(row, n)["at"] = step(row, n)["due"]
     step(row, n)["m"] = {"sub": "s", "txt": "t", "htm": "h", "n": None,
                          "r": [{"name": "Jane", "email": "jane@acme.example", "role": "executive_sponsor"}]
                          if recipients else []}
@@ -143,6 +144,16 @@ def test_this_and_the_follow_ups_sends_each_drafted_step_at_its_time_unless_stop
     assert sq.on_decision(row, sq.step_id("ann-1", "3"), "dont_send", "sam@vendor.example", two_due, False)
     assert step(row, "3")["s"] == "declined"
     assert sq.due(row, ACCOUNT, T1 + timedelta(days=20), CONFIG) == []
+
+
+def test_a_standing_approval_given_after_a_step_was_drafted_does_not_send_that_step():
+    row = started()
+    drafted(row, "2")   # its request (and the CSM's notification) said nothing about when it would go
+    assert sq.on_decision(row, "step1-approval", "send", "sam@vendor.example", T1 + timedelta(days=7, hours=1), True)
+    assert not any(isinstance(a, sq.Send) for a in sq.due(row, ACCOUNT, T1 + timedelta(days=8), CONFIG))
+    drafted(row, "3")   # drafted after it: sent at its time
+    [send] = [a for a in sq.due(row, ACCOUNT, T1 + timedelta(days=14), CONFIG) if isinstance(a, sq.Send)]
+    assert send.step == "3"
 
 
 def test_a_standing_approval_never_sends_a_held_out_account_nor_a_step_without_a_recipient():
