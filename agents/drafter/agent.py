@@ -27,7 +27,7 @@ from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import holdout, policy
-from milestone_stream.agents.drafter.context import compile_context, milestone_source, milestone_title
+from milestone_stream.agents.drafter.context import Context, compile_context, milestone_source, milestone_title
 from milestone_stream.agents.drafter.gate_agent import GateAgents
 from milestone_stream.agents.drafter.gates import held_note
 from milestone_stream.agents.drafter.health import of_account as health_of
@@ -123,7 +123,7 @@ class DrafterAgents:
             milestone_sources=[f"{source}: {record}" for source, record, _ in map(milestone_source, ctx.milestones)],
             **self.risk_fields(account, ctx, now))
 
-    def risk_fields(self, account: str, ctx: Any, now: datetime) -> dict[str, Any]:
+    def risk_fields(self, account: str, ctx: Context, now: datetime) -> dict[str, Any]:
         """The account's health score (CSM only, recomputed from the current rows) and open risk signals."""
         rt = self.rt
         return {"health": health_of(ctx, ProfileRow.from_stored(rt.tables.profiles.get(account)),
