@@ -59,9 +59,10 @@ async def test_the_sender_that_did_not_post_updates_the_slack_message_once(kafka
     stop = asyncio.Event()
     runs = [asyncio.create_task(s.run(stop)) for s in senders]
     try:
-        # both in the group, all six partitions assigned between them, and each sender's state loaded
+        # both in the group, every partition of the sender's three topics (requests, decisions, risks)
+        # assigned between them, and each sender's state loaded
         await wait_for(lambda: all(s.loaded.is_set() and s.assigned for s in senders)
-                       and sum(len(s.assigned) for s in senders) == 2 * PARTITIONS, 60, what="two senders")
+                       and sum(len(s.assigned) for s in senders) == 3 * PARTITIONS, 60, what="two senders")
         # approvals whose request (keyed by account) and decision (keyed by approval id) go to different senders
         split = [req for req in map(approval_request, range(1, 200))
                  if holder(senders, topics.approval_requests, partition_of(req.account_id.encode()))
