@@ -254,3 +254,53 @@ async def publish_decisions(bootstrap, topics, decisions) -> None:
 
 async def _has(rows, n: int):
     return len(await rows) >= n
+
+
+async def test_a_step_stopped_by_the_csm_before_its_time_is_not_sent_the_next_one_is(kafka_bootstrap, topics,
+                                                                                      tmp_path):
+    await ensure_topics(kafka_bootstrap, topics.all(), partitions=3)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    await publish(kafka_bootstrap, topics.crm, [profile("stop")])
+    smtp = SmtpServer().start()
+    try:
+        async with ApprovalStack(kafka_bootstrap, topics, smtp.port):
+            w = worker(kafka_bootstrap, topics, tmp_path, "t0", T0)
+            try:
+                await wait_for(lambda: _has(table_rows(kafka_bootstrap, topics.prefix, "profiles"), 1), 60,
+                               what="the profile")
+                await publish(kafka_bootstrap, topics.milestones, [anniversary("stop")])
+                [step1] = (await requests_for(kafka_bootstrap, topics, 1)).values()
+                await publish_decisions(kafka_bootstrap, topics, [_decision(step1, "send").model_copy(
+                    update={"follow_ups": True})])
+                await wait_for(lambda: len(smtp.mailbox.customer_emails()) == 1, 60, what="step 1's email")
+            finally:
+                assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
+            # a day before step 2 is due: drafted and shown, saying when it will go; the CSM stops it
+            w = worker(kafka_bootstrap, topics, tmp_path, "t6", T0 + timedelta(days=6, hours=1))
+            try:
+                two = (await requests_for(kafka_bootstrap, topics, 2))[step_of("stop", "2")]
+                assert any("will be sent on" in n for n in two.policy_notes)
+                await publish_decisions(kafka_bootstrap, topics, [_decision(two, "dont_send")])
+
+                async def stopped():
+                    row = (await sequences(kafka_bootstrap, topics)).get("stop") or {}
+                    return [s for s in row.get("q", {}).values() if s["p"]["2"]["s"] == "declined"]
+                await wait_for(stopped, 60, what="step 2 to be recorded as stopped")
+            finally:
+                assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
+            # past both steps' times: step 3 goes on the standing approval, step 2 never
+            w = worker(kafka_bootstrap, topics, tmp_path, "t14", T0 + timedelta(days=14, hours=1))
+            try:
+                await wait_for(lambda: len(smtp.mailbox.customer_emails()) >= 2, 60, what="step 3's email")
+            finally:
+                assert w.stop() == 0, f"worker did not stop cleanly; log: {w.log}"
+    finally:
+        smtp.stop()
+    sent = sorted(o.approval_id for o in await outcomes(kafka_bootstrap, topics) if o.outcome == "sent")
+    assert sent == sorted([step1.approval_id, step_of("stop", "3")])
+    assert len(smtp.mailbox.customer_emails()) == 2
+    # the worker published no send for the stopped step (not merely lost to the CSM's earlier decision)
+    decided = [ApprovalDecision.from_avro(r.value)
+               for r in await read_topic(kafka_bootstrap, topics.approval_decisions, idle_ms=300)]
+    assert [d.decision for d in decided if d.approval_id == step_of("stop", "2")] == ["dont_send"]
+    assert [d.decision for d in decided if d.approval_id == step_of("stop", "3")] == ["send"]
