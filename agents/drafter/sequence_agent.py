@@ -25,7 +25,6 @@ from typing import Any
 
 from faust.types import AppT, TableT
 from mode import BaseSignalT
-from pydantic import ValidationError
 
 from milestone_stream import faust_compat, observability
 from milestone_stream.agents.detector.crm import ProfileRow
@@ -39,6 +38,8 @@ from milestone_stream.agents.drafter.sequence_rules import AnniversarySequence
 from milestone_stream.deadletter import Unprocessable, decode_or_park
 from milestone_stream.runtime import RAW, ROW_MARGIN, Runtime
 from milestone_stream.schedule import DueIndex
+from milestone_stream.schemas import confluent
+from milestone_stream.schemas.codec import CodecError
 from milestone_stream.schemas.records import ApprovalDecision, ApprovalRequest, Contact, Milestone
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class SequenceAgents:
         if value[:1] == START:
             changed = self.start(row, value[1:])
         elif value[:1] == DECISION:
-            d = _decision(value[1:])
+            d = await _decision(value[1:])
             if d.account_id != account:
                 raise Unprocessable("key_mismatch", f"decision for account {d.account_id!r} under key {account!r}")
             changed = sequence.on_decision(row, d.approval_id, d.decision, d.csm_email, d.decided_at, d.follow_ups)
@@ -238,10 +239,11 @@ class SequenceAgents:
         self.due.clear()
 
 
-def _decision(value: bytes) -> ApprovalDecision:
+async def _decision(value: bytes) -> ApprovalDecision:
+    """The routed decision (its Confluent writer schema fetched first: the router that prefetched it may
+    run in another worker); a value that does not decode is Unprocessable (the whole record is parked)."""
     try:
+        await confluent.prefetch(value)
         return ApprovalDecision.from_avro(value)
-    except ValidationError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — a codec error: the record is dead-lettered with the reason
-        raise Unprocessable("undecodable", f"{type(exc).__name__}: {exc}") from None
+    except CodecError as exc:
+        raise Unprocessable(exc.reason, str(exc)) from None
