@@ -81,7 +81,7 @@ class Row:
     v0: float | None
     interval: stats.Interval | None
     verdict: str
-    dropped: int = 0     # stratified: accounts in strata with one arm empty
+    dropped: int = 0     # stratified: accounts in strata with one arm empty (n1, n0: those in the others)
 
 
 @dataclass
@@ -244,7 +244,7 @@ def _points(i: stats.Interval) -> stats.Interval:
     return stats.Interval(100 * i.estimate, 100 * i.low, 100 * i.high, i.method)
 
 
-def _stratified(outcome: str, accounts: list[Account], naive: Row) -> Row:
+def _stratified(outcome: str, accounts: list[Account]) -> Row:
     groups: dict[tuple[str, ...], list[Account]] = defaultdict(list)
     for a in accounts:
         if a.value(outcome) is not None:
@@ -255,11 +255,15 @@ def _stratified(outcome: str, accounts: list[Account], naive: Row) -> Row:
                   for one, zero in ((_arm(m, outcome, False), _arm(m, outcome, True)) for m in groups.values())]
         interval, dropped = stats.mantel_haenszel(tables)
         interval = None if interval is None else _points(interval)
+        compared = [(t.n1, t.n0) for t in tables if t.n1 and t.n0]
     else:
         pairs = [(stats.Sample.of(_arm(m, outcome, False)), stats.Sample.of(_arm(m, outcome, True)))
                  for m in groups.values()]
         interval, dropped = stats.pooled_means(pairs)
-    n1, n0 = naive.n1, naive.n0
+        compared = [(a.n, b.n) for a, b in pairs if a.n >= 2 and b.n >= 2]
+    # the accounts the pooled figure rests on (strata with both arms), not the naive arms: the 30-per-arm
+    # rule applies to them, or a few accounts in the one shared stratum would carry a verdict
+    n1, n0 = sum(a for a, _ in compared), sum(b for _, b in compared)
     return Row(outcome, "stratified", "tier x industry x tenure", n1, None, n0, None, interval,
                stats.verdict(n1, n0, interval), dropped)
 
@@ -290,7 +294,7 @@ def build(requests: Iterable[ApprovalRequest], changes: Iterable[CrmChange], as_
     report.held_out = sum(a.held_out for a in accounts)
     for outcome in OUTCOMES:
         naive = _compare(outcome, "overall", "all", accounts)
-        report.rows += [naive, _stratified(outcome, accounts, naive)]
+        report.rows += [naive, _stratified(outcome, accounts)]
         for by in STRATA:
             for level in sorted({a.stratum(by) for a in accounts}):
                 report.rows.append(_compare(outcome, by, level, [a for a in accounts if a.stratum(by) == level]))

@@ -201,3 +201,28 @@ def test_the_chart_escapes_crm_text_and_the_csv_defuses_formulas():
     rows = list(csv.DictReader(io.StringIO(render.csv_text(report))))
     assert any(r["stratum"].startswith("'=HYPERLINK") for r in rows)
     assert render.svg(report).startswith("<svg") and "<circle" in render.svg(report)
+
+
+def test_the_stratified_verdict_counts_only_the_accounts_its_strata_compare():
+    # 100 accounts per arm, but the arms share one stratum of 3 + 3 accounts (every other celebrated account
+    # is 'gold', every other held-out one 'silver'): the pooled figure rests on 6 accounts and must say not
+    # enough data, not a +100-point lift (it used the naive arms' 100/100 for the 30-per-arm rule)
+    cfg = Holdout(share=0.5, salt="strata")
+    requests, changes = [], []
+    for arm, held in (("c", False), ("h", True)):
+        note = assign(cfg, "x", ["anniversary"]).notes[0]
+        note = note.replace("held out", "celebrated") if not held else note.replace("celebrated", "held out")
+        for i in range(100):
+            account = f"{arm}{i}"
+            requests.append(request(account, held, [note], T0))
+            changes.append(change(account, 0, T0 - timedelta(days=400), industry="retail",
+                                  tier="shared" if i < 3 else ("gold" if not held else "silver")))
+            if (i < 3 and not held) or (i >= 3 and i % 2 == 0):
+                changes.append(change(account, 1, T0 + timedelta(days=20), advocacy_action="review"))
+    report = build(requests, changes, NOW)
+    naive = report.row("advocacy")
+    pooled = report.row("advocacy", "stratified", "tier x industry x tenure")
+    assert (naive.n1, naive.n0) == (100, 100)
+    assert (pooled.n1, pooled.n0, pooled.dropped) == (3, 3, 194)
+    assert pooled.verdict == stats.NOT_ENOUGH
+    assert "higher when celebrated" not in render.svg(report)
