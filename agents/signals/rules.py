@@ -7,6 +7,7 @@ per-day totals of the metrics these rules name (`daily_days`), bounded to the da
 """
 from __future__ import annotations
 
+import unicodedata
 from functools import cached_property
 
 from pydantic import Field, field_validator
@@ -27,9 +28,15 @@ class Signal(Strict):
     @field_validator("playbook")
     @classmethod
     def _actions(cls, actions: list[str]) -> list[str]:
-        if any(not a.strip() or len(a) > ACTION_MAX for a in actions):
-            raise ValueError(f"each playbook action is a non-empty line of at most {ACTION_MAX} characters")
+        if any(not a.strip() or len(a) > ACTION_MAX or not _one_line(a) for a in actions):
+            raise ValueError(f"each playbook action is a non-empty line of at most {ACTION_MAX} characters "
+                             "(one line: no line breaks, tabs or other control characters)")
         return actions
+
+
+def _one_line(text: str) -> bool:
+    """No control character (CR, LF, tab, C1) and no line or paragraph separator."""
+    return not any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
 class UsageDrop(Signal):
@@ -65,6 +72,15 @@ class ChampionDeparture(Signal):
 
     level: RiskLevel = "executive"
     roles: list[str] = Field(default_factory=lambda: ["champion", "executive_sponsor"], min_length=1, max_length=10)
+
+    @field_validator("roles")
+    @classmethod
+    def _named(cls, roles: list[str]) -> list[str]:
+        # compared as episodes.py reads a contact's role: a role with no letter or digit would match every
+        # contact without a role, and removing one would open an executive-level "… left" signal
+        if any(not any(ch.isalnum() for ch in r) for r in roles):
+            raise ValueError("champion_departure.roles: each role names one (letters or digits), e.g. champion")
+        return roles
 
 
 class NoNewUsers(Signal):

@@ -245,6 +245,17 @@ def test_rules_refuse_unknown_metrics_and_negative_thresholds_with_one_line(tmp_
     assert rules.known_metric("logins") and not Rules().known_metric("logins")
 
 
+def test_rules_refuse_a_blank_role_and_a_playbook_action_of_several_lines():
+    # a blank role matched every contact without a role: removing one opened an executive "… left" signal
+    for roles in (["  "], ["champion", ""], [" - "]):
+        with pytest.raises(ValueError, match="roles"):
+            SignalRules(champion_departure={"roles": roles})
+    for action in ("Call the admin\r\nBcc: x@example.com", "Call\u2028the admin", "Call\tthe admin"):
+        with pytest.raises(ValueError, match="one line"):
+            SignalRules(usage_drop={"playbook": [action]})
+    assert SignalRules(champion_departure={"roles": ["Executive Sponsor"]}).champion_departure is not None
+
+
 def test_the_example_rules_file_has_a_valid_signals_section():
     from pathlib import Path
 
