@@ -70,7 +70,7 @@ class DetectorAgents:
             faust_compat.deliver_batches(app, rt.names.telemetry, "usage", self.count_usage,
                                          rt.settings.batch_size, rt.park)
         app.agent(rt.channels.crm_input, name="crm")(self.crm_agent)
-        app.timer(interval=rt.settings.anniversary_interval)(self.anniversary_clock)
+        faust_compat.timer(app, rt.settings.anniversary_interval)(self.anniversary_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register("usage", {rt.names.telemetry})
         observability.PROGRESS.register("crm", {rt.names.crm, rt.names.clock})

@@ -71,7 +71,7 @@ class DrafterAgents:
         self.gates.install()
         if self.sequence is not None:
             self.sequence.install()
-        app.timer(interval=rt.settings.drafter_interval)(self.drafter_clock)
+        faust_compat.timer(app, rt.settings.drafter_interval)(self.drafter_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register("drafter", {rt.names.milestones, rt.names.drafter_clock})
 

@@ -62,7 +62,7 @@ class SequenceAgents:
         app = self.rt.app
         app.agent(self.topic, name="sequence")(self.sequence_agent)
         app.agent(self.decisions, name="sequence-router")(self.router_agent)
-        app.timer(interval=self.rt.settings.drafter_interval)(self.sequence_clock)
+        faust_compat.timer(app, self.rt.settings.drafter_interval)(self.sequence_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register("sequence", {self.rt.names.sequence})
         observability.PROGRESS.register("sequence-router", {self.rt.names.approval_decisions})

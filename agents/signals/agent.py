@@ -51,7 +51,7 @@ class SignalAgents:
     def install(self) -> None:
         rt, app = self.rt, self.rt.app
         app.agent(self.input, name=STAGE)(self.signals_agent)
-        app.timer(interval=self.rules.evaluate_every_seconds)(self.signals_clock)
+        faust_compat.timer(app, self.rules.evaluate_every_seconds)(self.signals_clock)
         app.on_rebalance_complete.connect(self.reindex)
         observability.PROGRESS.register(STAGE, {rt.names.crm, rt.names.risk_clock})
 

@@ -8,13 +8,18 @@ module that names it; `private.PRIVATE_NAMES` declares its shape and a unit test
 """
 from __future__ import annotations
 
+import functools
 import weakref
+from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import cast
 
+from faust.exceptions import NotReady
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
 from faust.types import AppT, EventT, Message
+
+Tick = Callable[[], Awaitable[None]]
 
 
 def current(app: AppT, message: Message) -> bool:
@@ -45,6 +50,28 @@ class as_current:  # lower case: used as a function, `with as_current(event):`
 
 
 def settled(app: AppT) -> bool:
-    """Timers that read tables act only on a settled assignment whose tables are fully recovered."""
+    """Timers that read tables act only on a settled assignment whose tables are fully recovered, and not
+    once the worker is stopping."""
     tables = cast(TableManager, app.tables)  # an app's table manager is Faust's TableManager (typed as its ABC)
-    return not app.rebalancing and tables.recovery.completed.is_set()
+    return not app.should_stop and not app.rebalancing and tables.recovery.completed.is_set()
+
+
+def timer(app: AppT, interval: float) -> Callable[[Tick], object]:
+    """`app.timer` for the worker's ticking timers, each tick `quiet_on_stop`."""
+    return lambda tick: app.timer(interval=interval)(quiet_on_stop(app, tick))
+
+
+def quiet_on_stop(app: AppT, tick: Tick) -> Tick:
+    """A stop that lands mid-tick ends the tick instead of crashing the worker's exit (Faust stops the
+    producer while a timer may still be sending: NotReady, exit status 1). Nothing is lost: ticks are
+    derived from the tables again at the next start. While the worker runs, NotReady is raised."""
+
+    @functools.wraps(tick)
+    async def quietly() -> None:
+        try:
+            await tick()
+        except NotReady:
+            if not app.should_stop:
+                raise
+
+    return quietly
