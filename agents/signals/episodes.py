@@ -348,9 +348,17 @@ def _usage_drop(row: RiskRow, account: str, usage: UsageRow, today: date, rule: 
     cur_first, cur_last = today - timedelta(days=w), today - timedelta(days=1)
     prev_first, prev_last = today - timedelta(days=2 * w), today - timedelta(days=w + 1)
     current, previous = _window(days, cur_first, cur_last), _window(days, prev_first, prev_last)
-    holds = previous > 0 and previous >= rule.min_base and current * 100 < previous * (100 - rule.drop_percent)
     evidence = [_window_evidence(rule.metric, previous, prev_first, prev_last),
                 _window_evidence(rule.metric, current, cur_first, cur_last)]
+    episode = row.episodes.get("usage_drop")
+    baseline = _number(episode.get("b")) if episode is not None else None
+    if baseline is not None:
+        # open: cleared when the last window is back within drop_percent of the window before the drop, not
+        # when two windows agree (usage that stopped, or stayed low, would compare equal and clear)
+        if current * 100 < baseline * (100 - rule.drop_percent):
+            return None
+        return _clear(row, account, "usage_drop", _day_start(today), evidence)
+    holds = previous > 0 and previous >= rule.min_base and current * 100 < previous * (100 - rule.drop_percent)
     if holds:
         label = rule.metric.replace("_", " ").capitalize()
         return _open(row, account, "usage_drop", "usage_drop", rule, _day_start(today),

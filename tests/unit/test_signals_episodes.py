@@ -87,11 +87,17 @@ def test_usage_drop_needs_a_base_and_opens_once_then_clears_once_with_the_same_i
     [opened] = evaluate(row, "a", usage, NOW, RULES)
     assert evaluate(row, "a", usage, NOW + timedelta(minutes=5), RULES) == []      # still open: nothing new
     assert evaluate(row, "a", usage, NOW + timedelta(days=1), RULES) == []
-    # two weeks on, both windows are empty: the condition no longer holds
-    [cleared] = evaluate(row, "a", usage, NOW + timedelta(days=14), RULES)
+    # two weeks on, both windows are empty and compare equal: the usage is still gone, the episode stays open
+    assert evaluate(row, "a", usage, NOW + timedelta(days=14), RULES) == []
+    # usage back, but not within 30% of the 700 before the drop (7 x 69 = 483 < 490): still open
+    low = usage_with("logins", {**days_back(8, 14, 100), **days_back(-13, -7, 69)})
+    assert evaluate(row, "a", low, NOW + timedelta(days=14), RULES) == []
+    # 7 x 70 = 490: back within 30% of the window before the drop
+    back = usage_with("logins", {**days_back(8, 14, 100), **days_back(-13, -7, 70)})
+    [cleared] = evaluate(row, "a", back, NOW + timedelta(days=14), RULES)
     assert (cleared.state, cleared.signal_id, cleared.opened_at) == ("cleared", opened.signal_id, opened.opened_at)
     assert cleared.at == datetime(2026, 6, 29, tzinfo=UTC) and cleared.playbook == []
-    assert evaluate(row, "a", usage, NOW + timedelta(days=15), RULES) == []
+    assert evaluate(row, "a", back, NOW + timedelta(days=15), RULES) == []
     # a replay of the first tick on a new row regenerates the same id
     assert evaluate(RiskRow(), "a", usage, NOW + timedelta(hours=3), RULES)[0].signal_id == opened.signal_id
 
