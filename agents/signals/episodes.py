@@ -29,6 +29,7 @@ from milestone_stream.schemas.records import EMAIL_MAX, CrmChange, Evidence, Ris
 RECENT_IDS = 64        # CRM change ids a row remembers
 TEXT_MAX = 200         # characters of a name or e-mail in a title or an evidence record
 TELEMETRY = "telemetry"
+READABLE = {"nps": (-100.0, 100.0), "mrr": (0.0, float("inf"))}  # numeric CRM fields the signals read: their range
 EPOCH = date(1970, 1, 1)
 
 
@@ -177,10 +178,11 @@ def observe_change(row: RiskRow, change: CrmChange, origin: tuple[str, int], rul
         elif fc.field == "name" and (fc.value is None or isinstance(fc.value, str)):
             row.profile = [row.profile[0], _text(fc.value) if fc.value else None]
     for fc in change.changes:
-        if fc.field == "nps":
-            out += _nps(row, change, _number(fc.value), rules)
-        elif fc.field == "mrr":
-            out += _mrr(row, change, _number(fc.value), rules)
+        if fc.field in READABLE:
+            number, (low, high) = _number(fc.value), READABLE[fc.field]
+            if fc.value is not None and (number is None or not low <= number <= high):
+                continue  # unreadable (text, out of range): ignored, the value before it kept; null clears it
+            out += (_nps if fc.field == "nps" else _mrr)(row, change, number, rules)
         elif fc.field == "invoice_overdue":
             out += _overdue(row, change, fc.value, rules)
     if change.contacts is not None:

@@ -211,6 +211,22 @@ def test_invoice_overdue_and_mrr_contraction():
     assert (up.state, up.signal_id) == ("cleared", down.signal_id)
 
 
+def test_an_unreadable_or_impossible_nps_or_mrr_is_ignored_and_the_score_before_it_kept():
+    # the docs: "a CRM value of the wrong type is ignored by the signals"; an NPS outside -100..100 (a typo,
+    # a 0-10 response mapped wrong) or a negative MRR is as unreadable. Before: text erased the score (the
+    # next drop was compared with nothing), and a typo of 500 then 50 opened "NPS down 450 points"
+    crm, row = Crm(), RiskRow()
+    observe_change(row, *crm.change(("nps", 50), ("mrr", 1000)), RULES)
+    assert observe_change(row, *crm.change(("nps", "n/a"), ("mrr", "unknown")), RULES) == []
+    assert observe_change(row, *crm.change(("nps", 500), ("mrr", -5)), RULES) == []
+    opened = observe_change(row, *crm.change(("nps", 30), ("mrr", 800)), RULES)
+    assert [(s.kind, s.title) for s in opened] == [("nps_drop", "NPS down 20 points (50 to 30)"),
+                                                    ("mrr_contraction", "MRR down 20% (1,000.00 to 800.00)")]
+    # a cleared field (null) still forgets the score: the next value starts afresh
+    observe_change(row, *crm.change(("nps", None)), RULES)
+    assert observe_change(row, *crm.change(("nps", -50)), RULES) == []
+
+
 # -- rows and rules -------------------------------------------------------------------------------
 
 def test_the_row_round_trips_and_unreadable_parts_read_as_empty():
