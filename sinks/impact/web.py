@@ -4,23 +4,28 @@ Why in the approval UI: that is where CS leaders and CSMs already sign in; the p
 (server-rendered SVG inline: no script, nothing fetched, within the UI's Content-Security-Policy),
 the table beside it and the caveat. It shows aggregates only (no account names), to anyone signed in.
 Why a short cache: the report reads `approvals.requests` and `crm.changes` whole; a page reloaded by
-several people in a minute reads them once.
+several people in a minute reads them once; it keeps at most CACHE_MAX reports, and the query is read only as
+a cohort id and a milestone kind, so varying it cannot make the page read the topics without end.
 """
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import get_args
 
 from aiohttp import web
 from markupsafe import Markup
 
+from milestone_stream.schemas.records import MilestoneKind
 from milestone_stream.sinks.approvals.web import HEADERS, ApprovalUI, page, problem
 from milestone_stream.sinks.impact import render
 from milestone_stream.sinks.impact.report import LABELS, OUTCOMES, Report
 
 Load = Callable[[str | None, str | None], Awaitable[Report]]  # (cohort, kind) → the report, as of now
-_TOKEN = re.compile(r"^[a-z0-9_-]{1,64}$")  # a cohort id or a milestone kind, as the query may give them
+_COHORT = re.compile(r"c-[0-9a-f]{12}")  # a cohort id as agents/drafter/holdout.py writes it
+_KINDS = frozenset(get_args(MilestoneKind))
+CACHE_MAX = 32  # reports kept: each query not cached reads both topics whole, so neither may grow without bound
 
 
 class ImpactPage:
@@ -35,13 +40,16 @@ class ImpactPage:
         if self.ui.identity(request) is None:
             return problem(401, "Sign in with your link", "Open the approval link from your notification email.")
         cohort, kind = request.query.get("cohort") or None, request.query.get("kind") or None
-        if any(v is not None and not _TOKEN.match(v) for v in (cohort, kind)):
+        if (cohort is not None and not _COHORT.fullmatch(cohort)) or (kind is not None and kind not in _KINDS):
             return problem(400, "Unknown cohort or kind", "Use a cohort id (c-…) and a milestone kind as shown.")
         key = (cohort, kind)
         cached = self._cache.get(key)
         if cached is None or time.monotonic() - cached[0] > self.ttl:
             cached = (time.monotonic(), await self.load(cohort, kind))
-            self._cache[key] = cached
+            self._cache.pop(key, None)
+            self._cache[key] = cached  # newest last: the oldest built are let go first
+            while len(self._cache) > CACHE_MAX:
+                del self._cache[next(iter(self._cache))]
         return cached[1]
 
     async def page(self, request: web.Request) -> web.Response:
