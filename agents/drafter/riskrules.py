@@ -17,6 +17,7 @@ from milestone_stream.settings import Strict
 
 Component = Literal["engagement", "product_usage", "relationship", "outcomes"]
 COMPONENTS: tuple[Component, ...] = ("engagement", "product_usage", "relationship", "outcomes")
+DAYS_MAX = 3650  # ten years: the engagement's days are finite (NaN and inf are above it, so refused)
 DEFAULT_WEIGHTS: dict[Component, float] = {"engagement": 0.4, "product_usage": 0.3, "relationship": 0.2,
                                            "outcomes": 0.1}
 
@@ -28,8 +29,8 @@ class HealthRules(Strict):
     green_from: float = Field(80, gt=0, le=100)    # 80-100 green
     yellow_from: float = Field(60, ge=0, le=100)   # 60-79 yellow, below red
     # engagement: full marks while the last product event is at most `active_days` old, none at `idle_days`
-    active_days: float = Field(7, ge=0)
-    idle_days: float = Field(30, gt=0)
+    active_days: float = Field(7, ge=0, le=DAYS_MAX)
+    idle_days: float = Field(30, gt=0, le=DAYS_MAX)  # finite: an infinite span made every engagement 100
 
     @field_validator("weights")
     @classmethod

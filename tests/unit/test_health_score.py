@@ -86,6 +86,14 @@ def test_weights_must_sum_to_one_and_name_known_components(weights):
         Rules.model_validate({"risk": {"health": {"weights": weights}}})
 
 
+@pytest.mark.parametrize("days", [{"idle_days": float("inf")}, {"active_days": float("inf"), "idle_days": 30},
+                                  {"idle_days": 1e308}])
+def test_engagement_days_are_finite_and_bounded(days):
+    # idle_days: .inf was accepted and made every account's engagement 100 (inf / inf is NaN, clamped to 100)
+    with pytest.raises(ValueError):
+        Rules.model_validate({"risk": {"health": days}})
+
+
 def test_configured_weights_and_bands_are_used():
     rules = Rules.model_validate({"risk": {"health": {"weights": {"engagement": 0.5, "outcomes": 0.5},
                                                       "green_from": 90, "yellow_from": 50}}})
