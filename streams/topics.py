@@ -36,7 +36,7 @@ TOPICS = {
     # internal: "this account's held milestones may be due" ticks from the drafter's timer to its agent
     "drafter_clock": ("milestones.drafter-clock", "account id, raw bytes"),
     # internal: "evaluate this account's risk signals at this instant" ticks from the signals timer to its agent
-    "risk_clock": ("milestones.risk-clock", "account id, raw bytes; value: ISO instant"),
+    "risk_clock": ("milestones.risk-clock", "account id; value: JSON {at: ISO instant, d: the day totals seen}"),
     # internal: the anniversary sequence's inputs, keyed by account: b"S" + start JSON (the drafter), b"D" +
     # approval decision Avro (routed from approvals.decisions, keyed by approval id), b"T" (its timer's ticks)
     "sequence": ("milestones.sequence", "tagged raw bytes"),

@@ -5,7 +5,8 @@ second telemetry stream would halve the worker's events/s; the usage agent keeps
 signals read (agents/detector/usage.py), and this agent reads them read-only in the tick's partition
 (tables are co-partitioned). Why ticks: a usage drop or "no new users" shows exactly when events stop
 arriving, so a timer sends a tick per owned account that has day totals, through an internal topic
-(only a stream writes a table); the tick carries its instant, so a replay decides as the first run did.
+(only a stream writes a table); the tick carries its instant and the day totals it saw, so a replay decides
+as the first run did.
 
 Exactly once, as the detector: the risk row (`risk_rows`, written only here) records the episodes
 open and the last CRM offset applied; each record is acknowledged by the broker before the row that
@@ -14,6 +15,7 @@ first) and never loses one. Anything that cannot be processed is dead-lettered a
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, date
 from typing import Any
@@ -62,10 +64,9 @@ class SignalAgents:
         """A tick: the usage signals at its instant. A CRM change: the CRM signals. Then publish, then write."""
         rt, msg = self.rt, event.message
         if msg.topic == rt.names.risk_clock:
-            account, now = _tick(msg.key, msg.value)
+            account, now, usage = _tick(msg.key, msg.value)
             stored_row = RiskRow.from_stored(faust_compat.read(self.table, account, event))
             row = stored_row.copy()  # the stored row's containers stay as they were: it is what "unchanged" means
-            usage = UsageRow.from_stored(faust_compat.read(rt.tables.usage, account, event))
             records = evaluate(row, account, usage, now, self.rules)
             if not records and row == stored_row:
                 return  # nothing changed: no changelog write for a quiet tick
@@ -97,12 +98,13 @@ class SignalAgents:
         if not faust_compat.settled(rt.app):
             return
         instant = rt.clock.now()
-        now, today = instant.isoformat().encode(), instant.astimezone(UTC).date()
+        now, today = instant.isoformat(), instant.astimezone(UTC).date()
         for account, stored in list(rt.tables.usage.items()):
             if isinstance(stored, dict) and stored.get("d"):
                 state = (stored.get("o"), today)
                 if self.ticked.get(account) != state:
-                    await self.clock.send(key=account.encode(), value=now)
+                    tick = json.dumps({"at": now, "d": stored["d"]}, separators=(",", ":")).encode()
+                    await self.clock.send(key=account.encode(), value=tick)
                     self.ticked[account] = state
 
     async def reindex(self, app: AppT, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
@@ -110,13 +112,22 @@ class SignalAgents:
         self.ticked.clear()
 
 
-def _tick(key: bytes | None, value: bytes | None) -> tuple[str, Any]:
-    """(account, instant) of a tick; a tick that is not one is unprocessable (dead-lettered)."""
+def _tick(key: bytes | None, value: bytes | None) -> tuple[str, Any, UsageRow]:
+    """(account, instant, the day totals it saw) of a tick; a tick that is not one is unprocessable.
+
+    Why the totals travel in the tick: the usage row keeps moving, and a tick replayed after a crash
+    (its records acknowledged, its row not written) must decide as the first run did, or an opening on
+    `risks` would be left without the row that clears it."""
     try:
         account = (key or b"").decode()
-        now = iso_instant((value or b"").decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Unprocessable("invalid_tick", f"a risk clock tick is an account key and an ISO instant: {exc}") from None
+        tick = json.loads(value or b"")
+        now = iso_instant(tick["at"])
+        days = tick["d"]
+        if not isinstance(days, dict):
+            raise ValueError("its day totals are not an object")
+    except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise Unprocessable("invalid_tick", "a risk clock tick is an account key and {\"at\": ISO instant, "
+                                            f"\"d\": day totals}}: {type(exc).__name__}: {exc}") from None
     if not account:
         raise Unprocessable("invalid_tick", "a risk clock tick has no account key")
-    return account, now
+    return account, now, UsageRow.from_stored({"d": days})

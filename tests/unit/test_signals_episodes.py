@@ -286,13 +286,15 @@ def test_the_example_rules_file_has_a_valid_signals_section():
     assert rules.signals.champion_departure.level == "executive" and rules.known_metric("support_tickets")
 
 
-def test_a_tick_is_an_account_key_and_an_iso_instant():
+def test_a_tick_is_an_account_key_an_iso_instant_and_the_day_totals_it_saw():
     from milestone_stream.agents.signals.agent import _tick
     from milestone_stream.deadletter import Unprocessable
 
-    assert _tick(b"acme", b"2026-06-15T12:00:00Z") == ("acme", NOW)
-    for key, value in ((b"acme", b"not an instant"), (b"", b"2026-06-15T12:00:00Z"), (None, None),
-                       (b"\xff", b"2026-06-15T12:00:00Z"), (b"acme", b"\xff")):
+    account, at, usage = _tick(b"acme", b'{"at": "2026-06-15T12:00:00Z", "d": {"logins": {"20000": 3}}}')
+    assert (account, at, usage.daily("logins")) == ("acme", NOW, {date(2024, 10, 4): 3.0})
+    good = b'{"at": "2026-06-15T12:00:00Z", "d": {}}'
+    for key, value in ((b"acme", b'{"at": "not an instant", "d": {}}'), (b"", good), (None, None),
+                       (b"\xff", good), (b"acme", b"\xff"), (b"acme", b"2026-06-15T12:00:00Z")):
         with pytest.raises(Unprocessable) as caught:
             _tick(key, value)
         assert caught.value.reason == "invalid_tick"
