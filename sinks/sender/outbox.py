@@ -67,6 +67,11 @@ class Sender:
         # approval id → held out for measurement, for every request any drafter wrote (a send decision
         # for a held-out request is refused whichever topic the sender happens to read first)
         self.held_out: dict[str, bool] = {}
+        # which milestones each request celebrates, and the requests that celebrate each milestone: a
+        # milestone in two requests (the drafter replayed after a crash and merged it with a later one) is
+        # sent at most once
+        self.milestones_of: dict[str, frozenset[str]] = {}
+        self.requests_with: dict[str, set[str]] = {}
         self._requests = Follower(bootstrap, [names.approval_requests], self._read_request, name="sender requests")
         self._read_up_to: dict[int, int] = {}
         # set once the outcomes are caught up after an assignment: aiokafka may hand out records of the
@@ -123,6 +128,29 @@ class Sender:
         except Exception:  # noqa: BLE001 — the record loop reads it too and dead-letters it there
             return
         self.held_out.setdefault(request.approval_id, request.held_out)
+        self._index(request)
+
+    def _index(self, request: ApprovalRequest) -> None:
+        if request.approval_id not in self.milestones_of:
+            self.milestones_of[request.approval_id] = frozenset(request.milestone_ids)
+            for milestone in request.milestone_ids:
+                self.requests_with.setdefault(milestone, set()).add(request.approval_id)
+
+    async def celebrated_elsewhere(self, approval_id: str) -> str | None:
+        """Another request celebrating one of this request's milestones whose note went out, may have, or
+        is going out now (any sender process): then this one is not sent. A request not read yet is
+        waited for up to what the topic holds now; one not on the topic at all overlaps nothing."""
+        if approval_id not in self.milestones_of:
+            await self._requests.caught_up()
+        others = sorted({other for milestone in self.milestones_of.get(approval_id, ())
+                         for other in self.requests_with.get(milestone, ()) if other != approval_id})
+        if others:
+            await self.caught_up()  # the other requests' outcomes as far as the topic holds them now
+        for other in others:
+            if any(o.outcome in ("attempting", "retrying", "sent", "unknown")
+                   for o in self.outcomes.get((other, "customer_email"), [])):
+                return other
+        return None
 
     async def is_held_out(self, approval_id: str) -> bool:
         """Whether the request was held out for measurement; one not read yet is waited for up to what the
@@ -143,6 +171,8 @@ class Sender:
         kind = ApprovalRequest if r.topic == self.names.approval_requests else ApprovalDecision
         record = await decode_or_park(kind, value=r.value, key=r.key, topic=r.topic, partition=r.partition,
                                       offset=r.offset, stage="sender", dead_letters=self._dead)
+        if isinstance(record, ApprovalRequest):
+            self._index(record)
         if isinstance(record, ApprovalRequest) and record.held_out:
             self.held_out.setdefault(record.approval_id, True)
             log.info("held out for measurement: nobody notified", extra={"approval_id": record.approval_id})
@@ -169,6 +199,14 @@ class Sender:
                     await self.record(record.approval_id, "customer_email", "not_sent", 0,
                                       "held out for measurement: a send decision arrived and was refused; "
                                       "requests in the holdout are never sent")
+            elif (other := await self.celebrated_elsewhere(record.approval_id)) is not None:
+                if not self._done(record.approval_id, "customer_email"):
+                    log.warning("a send decision for milestones another note celebrates: refused",
+                                extra={"approval_id": record.approval_id, "other": other})
+                    shared = sorted(self.milestones_of[record.approval_id] & self.milestones_of[other])
+                    await self.record(record.approval_id, "customer_email", "not_sent", 0,
+                                      f"milestone(s) {', '.join(shared)} already celebrated by approval {other}, "
+                                      "whose note was sent or may have been: a milestone is sent once")
             else:
                 await self.email_once(record.approval_id, "customer_email", r, lambda: mail.customer_email(
                     record, _csm_name(record), self.domain, self.sender_address))

@@ -190,3 +190,29 @@ async def test_the_slack_compatible_webhook_gets_each_request_once_with_escaped_
     assert "Heads up! R&amp;D &lt;Labs&gt; just hit a milestone" in posts[0]
     assert re.search(r"<http://127\.0\.0\.1:\d+/t/[\w.-]+\|Send email>", posts[0])
     assert len(smtp.mailbox.notifications()) == 2
+
+
+async def test_a_milestone_in_two_requests_is_sent_once(kafka_bootstrap, approval_topics):
+    """The drafter, replayed after a crash (its request acknowledged, its row not written), can merge an
+    already requested milestone with a later one into a second request under another id; approving both
+    must not celebrate that milestone twice."""
+    smtp = SmtpServer().start()
+    first = approval_request(7)
+    merged = approval_request(8, milestone_ids=["m-7", "m-8"], approval_id="approval-m7-m8")
+    alone = approval_request(9)
+    try:
+        async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
+            async with producer(kafka_bootstrap) as prod:
+                for req in (first, merged, alone):
+                    await prod.send_and_wait(approval_topics.approval_requests, key=req.account_id.encode(),
+                                             value=req.to_avro())
+            await publish_decisions(kafka_bootstrap, approval_topics, decision(first))
+            await until_outcome(kafka_bootstrap, approval_topics, first.approval_id, "sent")
+            await publish_decisions(kafka_bootstrap, approval_topics, decision(merged), decision(alone))
+            [refused] = await until_outcome(kafka_bootstrap, approval_topics, merged.approval_id, "not_sent")
+            await until_outcome(kafka_bootstrap, approval_topics, alone.approval_id, "sent")
+    finally:
+        smtp.stop()
+    assert refused.detail.startswith(f"milestone(s) m-7 already celebrated by approval {first.approval_id}")
+    assert sorted(m["Message-ID"] for m in smtp.mailbox.customer_emails()) == sorted(
+        f"<{r.approval_id}@{DOMAIN}>" for r in (first, alone))
