@@ -198,8 +198,11 @@ def histories(changes: Iterable[CrmChange], notes: list[str]) -> dict[str, _Hist
 
 def cohort_accounts(requests: Iterable[ApprovalRequest], cohort: str | None, kind: str | None,
                     report: Report) -> list[Account]:
-    """One account per account id: its first request in the cohort (default: the newest cohort)."""
+    """One account per account id: its first request in the cohort (default: the newest cohort). An account
+    held out for one kind and celebrated for another (shares set per kind) is in neither arm: it was
+    both treated and not; how many are left out is said in the report's notes."""
     firsts: dict[tuple[str, str], Account] = {}
+    arms: dict[tuple[str, str], set[bool]] = {}
     newest: tuple[datetime, str] | None = None
     for r in requests:
         measured = parse_note(r.policy_notes)
@@ -210,12 +213,17 @@ def cohort_accounts(requests: Iterable[ApprovalRequest], cohort: str | None, kin
         if kind is not None and kind not in measured.kinds:
             continue
         key = (measured.cohort, r.account_id)
+        arms.setdefault(key, set()).add(r.held_out)
         if key not in firsts or r.created_at < firsts[key].at:
             firsts[key] = Account(r.account_id, r.held_out, r.created_at, measured.kinds)
     for c, _ in firsts:
         report.cohorts[c] = report.cohorts.get(c, 0) + 1
     report.cohort = cohort or (newest[1] if newest else None)
-    return [a for (c, _), a in firsts.items() if c == report.cohort]
+    mixed = sum(1 for (c, _), seen in arms.items() if c == report.cohort and len(seen) > 1)
+    if mixed:
+        report.notes.append(f"{mixed} account(s) left out: held out for one milestone kind and celebrated for "
+                            "another (the holdout's shares differ by kind), so in neither arm")
+    return [a for key, a in firsts.items() if key[0] == report.cohort and len(arms[key]) == 1]
 
 
 # the comparisons ---------------------------------------------------------------------------------------

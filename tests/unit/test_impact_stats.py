@@ -226,3 +226,18 @@ def test_the_stratified_verdict_counts_only_the_accounts_its_strata_compare():
     assert (pooled.n1, pooled.n0, pooled.dropped) == (3, 3, 194)
     assert pooled.verdict == stats.NOT_ENOUGH
     assert "higher when celebrated" not in render.svg(report)
+
+
+def test_an_account_held_out_for_one_kind_and_celebrated_for_another_is_in_neither_arm():
+    # shares by kind: held out for its anniversary, celebrated (a note sent) for a usage tier 30 days later
+    cfg = Holdout(share=0.0, by_kind={"anniversary": 0.5}, salt="mixed")
+    both = next(a for a in (f"acct-{i}" for i in range(100)) if assign(cfg, a, ["anniversary"]).held_out)
+    held, sent = assign(cfg, both, ["anniversary"]), assign(cfg, both, ["usage_threshold"])
+    assert held.held_out and not sent.held_out
+    plain = assign(cfg, "plain", ["usage_threshold"])
+    reqs = [request(both, True, held.notes, T0), request(both, False, sent.notes, T0 + timedelta(days=30)),
+            request("plain", False, plain.notes, T0)]
+    report = build(reqs, [], T0 + timedelta(days=60))
+    assert (report.celebrated, report.held_out) == (1, 0)  # "both" counted in neither arm
+    assert any("1 account(s) left out: held out for one milestone kind and celebrated for another" in n
+               for n in report.notes)
