@@ -99,8 +99,10 @@ class SignalAgents:
             return
         instant = rt.clock.now()
         now, today = instant.isoformat(), instant.astimezone(UTC).date()
+        # only this worker's own accounts: a standby replica's row lags, and its totals would be stale
+        mine = faust_compat.owned(rt.app, rt.names.telemetry, rt.settings.partitions)
         for account, stored in list(rt.tables.usage.items()):
-            if isinstance(stored, dict) and stored.get("d"):
+            if isinstance(stored, dict) and stored.get("d") and mine(account.encode()):
                 state = (stored.get("o"), today)
                 if self.ticked.get(account) != state:
                     tick = json.dumps({"at": now, "d": stored["d"]}, separators=(",", ":")).encode()

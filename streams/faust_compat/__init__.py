@@ -25,7 +25,7 @@ from faust.types import AppT
 from milestone_stream.faust_compat import consumer as _consumer, recovery as _recovery
 from milestone_stream.faust_compat.consumer import OrderedConsumer, admit
 from milestone_stream.faust_compat.drain import deliver_batches
-from milestone_stream.faust_compat.events import as_current, current, settled, timer
+from milestone_stream.faust_compat.events import as_current, current, owned, settled, timer
 from milestone_stream.faust_compat.loops import DEAD_LETTER_EXIT, Park, batches_in_order, each_in_order, park_or_stop
 from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES
 from milestone_stream.faust_compat.recovery import RECOVERY_ERROR_EXIT
@@ -34,7 +34,7 @@ from milestone_stream.faust_compat.worker import worker
 
 __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_current", "admit", "settled",
            "park_or_stop", "DEAD_LETTER_EXIT", "RECOVERY_ERROR_EXIT", "Park", "OrderedConsumer", "worker",
-           "PRIVATE_NAMES", "PINNED", "read", "write_many", "deliver_batches", "timer"]
+           "PRIVATE_NAMES", "PINNED", "read", "write_many", "deliver_batches", "timer", "owned"]
 
 
 def install(app: AppT) -> None:

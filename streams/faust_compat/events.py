@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import cast
 
+from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import NotReady
 from faust.streams import _current_event
 from faust.tables.manager import TableManager
@@ -54,6 +55,18 @@ def settled(app: AppT) -> bool:
     once the worker is stopping."""
     tables = cast(TableManager, app.tables)  # an app's table manager is Faust's TableManager (typed as its ABC)
     return not app.should_stop and not app.rebalancing and tables.recovery.completed.is_set()
+
+
+def owned(app: AppT, topic: str, partitions: int) -> Callable[[bytes], bool]:
+    """Whether this worker is the active owner of a key's partition of `topic` (keys are partitioned by
+    the producer's default partitioner, murmur2, as every keyed send here is). A table's items include
+    the standby replicas' rows: a timer that acts on those would act on another worker's accounts."""
+    active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+    every = list(range(partitions))
+    return lambda key: _PARTITIONER(key, every, every) in active
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 def timer(app: AppT, interval: float) -> Callable[[Tick], object]:
