@@ -47,7 +47,7 @@ class UsageDrop(Signal):
     metric: str = "logins"
     window_days: int = Field(7, ge=1, le=90)
     drop_percent: float = Field(30, gt=0, lt=100)
-    min_base: float = Field(10, ge=0)
+    min_base: float = Field(10, ge=0, le=1e9)  # finite: .inf would switch the signal off unnoticed
 
 
 class NpsDrop(Signal):
@@ -64,7 +64,7 @@ class TicketSurge(Signal):
     level: RiskLevel = "red"
     metric: str = "support_tickets"
     window_days: int = Field(30, ge=1, le=90)
-    max_tickets: float = Field(10, ge=0)
+    max_tickets: float = Field(10, ge=0, le=1e9)  # finite: .inf would switch the signal off unnoticed
 
 
 class ChampionDeparture(Signal):

@@ -39,3 +39,10 @@ def test_a_replayed_tick_decides_from_the_totals_it_carries() -> None:
 def test_a_tick_that_is_not_one_is_unprocessable(value: bytes) -> None:
     with pytest.raises(Unprocessable, match="risk clock tick"):
         _tick(b"a", value)
+
+
+@pytest.mark.parametrize("rule", [{"usage_drop": {"metric": "logins", "min_base": float("inf")}},
+                                  {"ticket_surge": {"metric": "logins", "max_tickets": float("inf")}}])
+def test_an_infinite_threshold_is_refused_at_start_up(rule: dict) -> None:
+    with pytest.raises(ValueError):
+        SignalRules.model_validate({"counters": ["logins"], **rule})
