@@ -99,12 +99,15 @@ def cmd_lag(args: argparse.Namespace) -> int:
     import json
 
     from milestone_stream.ops.lag import as_json, as_table, measure, product_groups
+    from milestone_stream.rules import Rules
     from milestone_stream.sinks.gainsight.config import GainsightSettings
     from milestone_stream.topics import TopicNames
 
     s = Settings.from_env()
+    rules = Rules.load(s.rules_file)
     groups = product_groups(s.app_id, TopicNames(s.topic_prefix), _adapter_topics(s),
-                            gainsight=GainsightSettings.from_env().enabled)
+                            gainsight=GainsightSettings.from_env().enabled, signals=rules.signals is not None,
+                            sequence=rules.anniversary_sequence is not None)
     bootstrap = _require_bootstrap(s)
 
     async def once() -> int:

@@ -30,15 +30,19 @@ class PartitionLag:
 
 
 def product_groups(app_id: str, names: TopicNames, adapter_topics: Sequence[str] = (),
-                   gainsight: bool = False) -> dict[str, list[str]]:
-    """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources;
-    the Gainsight stage's only when it is configured: a stage that is off would show its whole topic as lag)."""
-    groups = {
-        app_id: [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, *adapter_topics],
-        f"{app_id}-sender": [names.approval_requests, names.approval_decisions],
-    }
+                   gainsight: bool = False, signals: bool = False, sequence: bool = False) -> dict[str, list[str]]:
+    """Each consumer group of the product and the topics it consumes (the worker's include adapters' sources,
+    and the topics of the features its rules turn on; the Gainsight stage's only when it is configured: a
+    consumer that is off would show its whole topic as lag)."""
+    worker = [names.telemetry, names.crm, names.clock, names.milestones, names.drafter_clock, names.risks,
+              *adapter_topics]
+    if signals:
+        worker.append(names.risk_clock)
+    if sequence:
+        worker += [names.sequence, names.approval_decisions]
+    groups = {app_id: worker, f"{app_id}-sender": [names.approval_requests, names.approval_decisions, names.risks]}
     if gainsight:
-        groups[f"{app_id}-gainsight"] = [names.email_outcomes]
+        groups[f"{app_id}-gainsight"] = [names.email_outcomes]  # (risks it reads whole, without a group)
     return groups
 
 
