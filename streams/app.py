@@ -22,6 +22,8 @@ from milestone_stream.runtime import Channels, Runtime
 from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, TopicSpec
 
+MAX_POLL_RECORDS = 5_000
+
 
 def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | None = None,
               adapters: AdaptersConfig | None = None) -> faust.App:
@@ -46,6 +48,10 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         producer_acks=-1,
         producer_linger=settings.producer_linger,
         producer_max_request_size=settings.max_message_bytes,
+        # records per fetch (Faust's default: no bound): the usage agent takes a whole fetch at a time
+        # (faust_compat/drain.py), and an unbounded one held tens of thousands of messages in memory
+        # while the other topics' messages waited behind it
+        broker_max_poll_records=MAX_POLL_RECORDS,
     )
     faust_compat.install(app)
     if settings.web_port > 0:
