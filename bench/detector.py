@@ -143,8 +143,8 @@ async def raw_baseline(bootstrap, source, sink, total) -> float:
         await prod.stop()
 
 
-def start_worker(bootstrap, prefix, rules, data_dir, partitions, store="rocksdb://") -> subprocess.Popen:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MILESTONES_TOPIC_PREFIX": prefix,
+def start_worker(bootstrap, prefix, rules, data_dir, partitions, store="rocksdb://", **extra: str) -> subprocess.Popen:
+    env = {**os.environ, **extra, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MILESTONES_TOPIC_PREFIX": prefix,
            "MILESTONES_STORE": store,
            "MILESTONES_APP_ID": f"{prefix}detector", "MILESTONES_PARTITIONS": str(partitions),
            "MILESTONES_WEB_PORT": "0", "MILESTONES_DATA_DIR": str(data_dir), "MILESTONES_RULES": str(rules),
@@ -274,8 +274,8 @@ async def main() -> None:
         bootstrap = kafka.bootstrap_servers
     try:
         run = uuid.uuid4().hex[:6]
-        a, b = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b.")
-        for names in (a, b):
+        a, b, c = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b."), TopicNames(f"bench{run}c.")
+        for names in (a, b, c):
             await ensure_topics(bootstrap, names.all(), args.partitions)
         sink = f"bench{run}.raw.out"
         quix_sink = f"{a.telemetry}.quix.milestones"
@@ -285,6 +285,12 @@ async def main() -> None:
                               args.store)
         worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
                                            tmp / "w1" / "worker.log")
+        # the same worker with telemetry through Faust's stream (the path before faust_compat/drain.py)
+        await publish(bootstrap, c.telemetry, events(args.events, args.accounts))
+        stream_worker = start_worker(bootstrap, c.prefix, tmp / "default-rules.yaml", tmp / "w3", args.partitions,
+                                     args.store, MILESTONES_BATCH_CONSUME="false")
+        stream_eps, _ = await throughput(bootstrap, stream_worker, f"{c.prefix}detector", c.telemetry, args,
+                                         tmp / "w3" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
         for mode in ("consume", "produce"):
@@ -316,6 +322,8 @@ async def main() -> None:
         f"| Faust floor: agent that sends one record per event | {floors['produce']:,.0f} events/s "
         f"({floors['produce'] / raw_eps:.2f} x baseline) |\n"
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
+        f"| the same worker, telemetry through Faust's stream (MILESTONES_BATCH_CONSUME=false) | "
+        f"{stream_eps:,.0f} events/s |\n"
         f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
         f"| Quix Streams, same job (RocksDB state, changelog, exact dedupe) | {quix_eps:,.0f} events/s "
