@@ -35,3 +35,11 @@ def test_the_sample_gives_one_first_note_and_one_anniversary_note_per_account():
     assert "1,000 communications with donors" in by[("hope", "first note")]           # nonprofit
     assert "It has been one year since you started working with us, in November 2025." \
         in by[("globex", "when the cooldown ends")]
+
+
+def test_the_readme_shows_the_sample_s_first_notes_as_drafted():
+    readme = (PAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    for account, when, note in asyncio.run(sample_notes()):
+        if when == "first note":
+            assert f"**{account}** (first note):\n\n```text\n{note}" in readme, \
+                f"README.md's snapshot of {account}'s first note is stale (copy it from docs/notes.md)"
