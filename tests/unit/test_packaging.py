@@ -15,3 +15,9 @@ def test_every_package_folder_is_listed() -> None:
             if "__pycache__" not in parts:
                 found.add(".".join((name, *parts)))
     assert found - set(config["packages"]) == set()
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by basename (no packages): two with one name stop the whole collection."""
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
