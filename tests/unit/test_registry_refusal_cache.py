@@ -19,13 +19,22 @@ from milestone_stream.schemas.codec import codec
 from milestone_stream.schemas.registry import SchemaRegistry
 
 
-class _NotFound(BaseHTTPRequestHandler):
+NOT_FOUND = {"error_code": 40403, "message": "Schema 7 not found"}
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """Answers every GET with `answer()` as the Schema Registry's JSON, counting the calls."""
+
     calls = 0
+
+    def answer(self) -> tuple[int, dict]:
+        return 404, NOT_FOUND
 
     def do_GET(self) -> None:  # noqa: N802 — http.server's name
         type(self).calls += 1
-        body = json.dumps({"error_code": 40403, "message": "Schema 7 not found"}).encode()
-        self.send_response(404)
+        status, answer = self.answer()
+        body = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -33,6 +42,10 @@ class _NotFound(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _NotFound(_Registry):
+    calls = 0
 
 
 @pytest.fixture
@@ -69,27 +82,16 @@ def test_a_cached_unknown_id_does_not_keep_the_records_that_hit_it(registry: Sch
     assert registry.is_cached(7)
 
 
-class _LateSchema(BaseHTTPRequestHandler):
+class _LateSchema(_Registry):
     """Lacks id 7 until `registered` is set, then serves it (a schema registered after the record was written)."""
 
     registered = False
     calls = 0
 
-    def do_GET(self) -> None:  # noqa: N802 — http.server's name
-        type(self).calls += 1
+    def answer(self) -> tuple[int, dict]:
         if type(self).registered:
-            status, answer = 200, {"schema": json.dumps(schemas.load("telemetry_event"))}
-        else:
-            status, answer = 404, {"error_code": 40403, "message": "Schema 7 not found"}
-        body = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            return 200, {"schema": json.dumps(schemas.load("telemetry_event"))}
+        return 404, NOT_FOUND
 
 
 def test_a_refused_id_is_asked_again_after_the_refusal_window() -> None:
