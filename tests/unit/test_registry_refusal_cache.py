@@ -18,7 +18,6 @@ from milestone_stream.schemas import confluent, wire
 from milestone_stream.schemas.codec import codec
 from milestone_stream.schemas.registry import SchemaRegistry
 
-
 NOT_FOUND = {"error_code": 40403, "message": "Schema 7 not found"}
 
 
