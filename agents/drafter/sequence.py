@@ -353,6 +353,13 @@ def step_notes(seq: Mapping[str, object], n: str, kind: Kind, due_time: datetime
     return notes
 
 
+def is_later_step(policy_notes: list[str]) -> bool:
+    """A request of step 2 or 3: it names the anniversary milestone in `milestone_ids` to link the
+    sequence, but celebrates nothing again (the sender's once-per-milestone check leaves it out)."""
+    return any(note.startswith(("anniversary sequence: step 2 of 3", "anniversary sequence: step 3 of 3"))
+               for note in policy_notes)
+
+
 def step1_notes(drafted_at: datetime, config: AnniversarySequence) -> list[str]:
     """The policy note of step 1 (the drafter's anniversary request): what follows and how to approve it."""
     two, three = drafted_at + config.due_after("2"), drafted_at + config.due_after("3")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 
+from milestone_stream.agents.drafter import sequence
 from milestone_stream.deadletter import DeadLetters, Parkable, decode_or_park
 from milestone_stream.follow import Follower
 from milestone_stream.kafka_io import producer
@@ -131,6 +132,8 @@ class Sender:
         self._index(request)
 
     def _index(self, request: ApprovalRequest) -> None:
+        if sequence.is_later_step(request.policy_notes):
+            return  # names the anniversary milestone to link its sequence; celebrates nothing again
         if request.approval_id not in self.milestones_of:
             self.milestones_of[request.approval_id] = frozenset(request.milestone_ids)
             for milestone in request.milestone_ids:

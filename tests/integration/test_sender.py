@@ -200,19 +200,23 @@ async def test_a_milestone_in_two_requests_is_sent_once(kafka_bootstrap, approva
     first = approval_request(7)
     merged = approval_request(8, milestone_ids=["m-7", "m-8"], approval_id="approval-m7-m8")
     alone = approval_request(9)
+    # a later step of an anniversary sequence names its anniversary milestone only to link the sequence
+    step = approval_request(10, milestone_ids=["m-7"], approval_id="approval-m7-step-2",
+                            policy_notes=["anniversary sequence: step 2 of 3, a forward-looking note (…)"])
     try:
         async with ApprovalStack(kafka_bootstrap, approval_topics, smtp.port):
             async with producer(kafka_bootstrap) as prod:
-                for req in (first, merged, alone):
+                for req in (first, merged, alone, step):
                     await prod.send_and_wait(approval_topics.approval_requests, key=req.account_id.encode(),
                                              value=req.to_avro())
             await publish_decisions(kafka_bootstrap, approval_topics, decision(first))
             await until_outcome(kafka_bootstrap, approval_topics, first.approval_id, "sent")
-            await publish_decisions(kafka_bootstrap, approval_topics, decision(merged), decision(alone))
+            await publish_decisions(kafka_bootstrap, approval_topics, decision(merged), decision(alone), decision(step))
             [refused] = await until_outcome(kafka_bootstrap, approval_topics, merged.approval_id, "not_sent")
             await until_outcome(kafka_bootstrap, approval_topics, alone.approval_id, "sent")
+            await until_outcome(kafka_bootstrap, approval_topics, step.approval_id, "sent")
     finally:
         smtp.stop()
     assert refused.detail.startswith(f"milestone(s) m-7 already celebrated by approval {first.approval_id}")
     assert sorted(m["Message-ID"] for m in smtp.mailbox.customer_emails()) == sorted(
-        f"<{r.approval_id}@{DOMAIN}>" for r in (first, alone))
+        f"<{r.approval_id}@{DOMAIN}>" for r in (first, alone, step))
