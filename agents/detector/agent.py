@@ -168,8 +168,6 @@ class DetectorAgents:
     async def anniversary_clock(self) -> None:
         """Ticks to the CRM agent for the accounts whose anniversary is due (only a stream writes a table)."""
         rt = self.rt
-        if not faust_compat.settled(rt.app):
-            return
         today = rt.clock.now().astimezone(self.zone).date()
         due = self.anniversaries.due_now(rt.tables.profiles.items,
                                          lambda stored: self.next_anniversary(crm.ProfileRow.from_stored(stored)),

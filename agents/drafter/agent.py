@@ -186,8 +186,6 @@ class DrafterAgents:
     async def drafter_clock(self) -> None:
         """Ticks to the drafter agent for the accounts whose held milestones are due (only a stream writes a table)."""
         rt = self.rt
-        if not faust_compat.settled(rt.app):
-            return
         due = self.due.due_now(rt.tables.celebrations.items,
                                lambda stored: self.due_at(policy.CelebrationRow.from_stored(stored)), rt.clock.now())
         for account in due:

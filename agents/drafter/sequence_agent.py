@@ -228,8 +228,6 @@ class SequenceAgents:
     async def sequence_clock(self) -> None:
         """Ticks to the sequence agent for the accounts with a step due (only a stream writes a table)."""
         rt = self.rt
-        if not faust_compat.settled(rt.app):
-            return
         due = self.due.due_now(self.table.items, lambda stored: sequence.next_due(
             sequence.SequenceRow.from_stored(stored), self.config), rt.clock.now())
         for account in due:

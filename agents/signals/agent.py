@@ -95,8 +95,6 @@ class SignalAgents:
         """A tick per owned account whose usage row has day totals and changed, or whose UTC day changed,
         since its last tick (only a stream writes a table)."""
         rt = self.rt
-        if not faust_compat.settled(rt.app):
-            return
         instant = rt.clock.now()
         now, today = instant.isoformat(), instant.astimezone(UTC).date()
         # only this worker's own accounts: a standby replica's row lags, and its totals would be stale

@@ -70,8 +70,18 @@ _PARTITIONER = DefaultPartitioner()
 
 
 def timer(app: AppT, interval: float) -> Callable[[Tick], object]:
-    """`app.timer` for the worker's ticking timers, each tick `quiet_on_stop`."""
-    return lambda tick: app.timer(interval=interval)(quiet_on_stop(app, tick))
+    """`app.timer` for the worker's ticking timers: a tick runs only on a `settled` assignment (the
+    timers read tables), and is `quiet_on_stop`."""
+    return lambda tick: app.timer(interval=interval)(quiet_on_stop(app, when_settled(app, tick)))
+
+
+def when_settled(app: AppT, tick: Tick) -> Tick:
+    @functools.wraps(tick)
+    async def settled_tick() -> None:
+        if settled(app):
+            await tick()
+
+    return settled_tick
 
 
 def quiet_on_stop(app: AppT, tick: Tick) -> Tick:
