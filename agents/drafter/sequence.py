@@ -32,6 +32,7 @@ States: planned → drafted → sent_by_standing | approved | declined; planned|
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -353,11 +354,18 @@ def step_notes(seq: Mapping[str, object], n: str, kind: Kind, due_time: datetime
     return notes
 
 
+STEP_NOTE = re.compile(r"^anniversary sequence: step ([123]) of 3")  # how step_notes and step1_notes begin
+
+
+def step_of(policy_notes: list[str]) -> str | None:
+    """Which step of a sequence a request is ("1", "2", "3"), from its policy notes; None for no step."""
+    return next((m.group(1) for note in policy_notes if (m := STEP_NOTE.match(note))), None)
+
+
 def is_later_step(policy_notes: list[str]) -> bool:
     """A request of step 2 or 3: it names the anniversary milestone in `milestone_ids` to link the
     sequence, but celebrates nothing again (the sender's once-per-milestone check leaves it out)."""
-    return any(note.startswith(("anniversary sequence: step 2 of 3", "anniversary sequence: step 3 of 3"))
-               for note in policy_notes)
+    return step_of(policy_notes) in ("2", "3")
 
 
 def step1_notes(drafted_at: datetime, config: AnniversarySequence) -> list[str]:

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from milestone_stream.agents.drafter import sequence
 from milestone_stream.schemas.records import ApprovalRequest
 from milestone_stream.sinks.approvals.view import ApprovalView
 
-STEP_NOTE = re.compile(r"^anniversary sequence: step ([123]) of 3")
 PLANNED = re.compile(r"step ([23]), [^;]*?(?:is planned )?for (\d{4}-\d{2}-\d{2})")
 TITLES = {"1": "The year in review", "2": "A forward-looking note",
           "3": "Renewal preparation or an advocacy invitation"}
@@ -36,7 +36,7 @@ class Entry:
 
 
 def step_of(request: ApprovalRequest) -> str | None:
-    return next((m.group(1) for n in request.policy_notes if (m := STEP_NOTE.match(n))), None)
+    return sequence.step_of(request.policy_notes)
 
 
 def timeline(view: ApprovalView, a: ApprovalRequest, now: datetime) -> list[Entry]:
@@ -52,7 +52,7 @@ def timeline(view: ApprovalView, a: ApprovalRequest, now: datetime) -> list[Entr
     planned: dict[str, str] = {}
     if "1" in steps:
         for note in steps["1"].policy_notes:
-            if STEP_NOTE.match(note):
+            if sequence.STEP_NOTE.match(note):
                 planned.update(PLANNED.findall(note))
     entries = []
     for n in ("1", "2", "3"):
