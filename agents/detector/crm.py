@@ -11,7 +11,7 @@ the stored form's one-letter keys, every other module reads the row through its 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from milestone_stream.agents.detector.anniversary import anniversary_date, due_now
 from milestone_stream.dates import iso_date
@@ -118,6 +118,27 @@ def _list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
+class ChangeLog(Protocol):
+    """What a row keeps to know a CRM change it applied: the last input offset per topic, recent change ids."""
+
+    offsets: dict[str, int]
+    recent: list[str]
+
+
+def first_application(row: ChangeLog, change: CrmChange, origin: tuple[str, int], keep: int) -> bool:
+    """Whether `change`, read at `origin` (topic, offset), is applied now; records it in the row (in
+    place). No for a replay (at or below the row's offset for that topic) and for a re-sent copy (a
+    change id among the `keep` most recent)."""
+    topic, offset = origin
+    if offset <= row.offsets.get(topic, -1):
+        return False
+    row.offsets[topic] = offset
+    if change.change_id in row.recent:
+        return False
+    row.recent = (row.recent + [change.change_id])[-keep:]
+    return True
+
+
 def apply_change(row: ProfileRow, change: CrmChange, origin: tuple[str, int], rules: Rules,
                  today: date) -> list[Milestone]:
     """Apply one change to the row (in place) and return the milestones it marks, each once ever.
@@ -128,13 +149,8 @@ def apply_change(row: ProfileRow, change: CrmChange, origin: tuple[str, int], ru
     field value older (by `occurred_at`) than the one the row holds arrived out of order and is
     ignored: the CRM's latest value wins.
     """
-    topic, offset = origin
-    if offset <= row.offsets.get(topic, -1):
+    if not first_application(row, change, origin, max(rules.dedupe.recent_event_ids, 1)):
         return []
-    row.offsets[topic] = offset
-    if change.change_id in row.recent:
-        return []
-    row.recent = (row.recent + [change.change_id])[-max(rules.dedupe.recent_event_ids, 1):]
     if change.contacts is not None:
         row.contacts = [c.model_dump() for c in change.contacts]
     fired: list[Milestone] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
+from milestone_stream.agents.detector.crm import first_application
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.signals.rules import NoNewUsers, Signal, SignalRules, TicketSurge, UsageDrop
 from milestone_stream.ids import stable_id
@@ -163,13 +164,8 @@ def observe_change(row: RiskRow, change: CrmChange, origin: tuple[str, int], rul
     `origin` is the input's (topic, offset): at or below the row's offset for that topic it is a
     replay and changes nothing; a recent change id is a re-sent copy. A value older (by occurred_at)
     than the one the row holds arrived out of order and is ignored, as the CRM profile does."""
-    topic, offset = origin
-    if offset <= row.offsets.get(topic, -1):
+    if not first_application(row, change, origin, RECENT_IDS):
         return []
-    row.offsets[topic] = offset
-    if change.change_id in row.recent:
-        return []
-    row.recent = (row.recent + [change.change_id])[-RECENT_IDS:]
     out: list[RiskSignal | None] = []
     for fc in change.changes:  # first the profile, so that this change's records carry it (bounded)
         if fc.field == "csm_email" and (fc.value is None or isinstance(fc.value, str)):
