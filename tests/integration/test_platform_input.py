@@ -3,7 +3,6 @@ file (ids kept or derived, so a second publish counts nothing; refused lines nam
 nothing) and JSON documents on the input topics beside Avro (hostile ones dead-lettered)."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ from milestone_stream.ops import publish as pub
 from milestone_stream.schemas.records import CrmChange, TelemetryEvent
 from milestone_stream.topics import ensure_topics
 
+from support import pipes
 from support.events import T0
 from support.helpers import REPO, Worker, dead_letters, milestones, table_rows
 
@@ -200,24 +200,9 @@ async def test_json_documents_on_the_topic_count_like_avro_and_hostile_ones_are_
         assert w.stop() == 0, f"worker did not exit cleanly; log: {w.log}"
 
 
-class _Interrupted(io.RawIOBase):
-    """A pipe of distinct telemetry lines on which the user presses Ctrl-C after `lines` of them."""
-
-    def __init__(self, lines: int) -> None:
-        self.left, self.number = lines, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        if not self.left:
-            raise KeyboardInterrupt
-        self.left -= 1
-        self.number += 1
-        line = (json.dumps({"event_id": f"ctrl-c-{self.number}", "account_id": "ctrl-c", "metric": "emails_sent",
-                            "value": 1, "occurred_at": at(0), "source": "platform.mailer"}) + "\n").encode()
-        buffer[:len(line)] = line
-        return len(line)
+def _line(n: int) -> bytes:
+    return (json.dumps({"event_id": f"ctrl-c-{n}", "account_id": "ctrl-c", "metric": "emails_sent", "value": 1,
+                        "occurred_at": at(0), "source": "platform.mailer"}) + "\n").encode()
 
 
 async def test_ctrl_c_while_publishing_says_how_many_lines_the_broker_acknowledged(
@@ -227,8 +212,7 @@ async def test_ctrl_c_while_publishing_says_how_many_lines_the_broker_acknowledg
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("MILESTONES_TOPIC_PREFIX", topics.prefix)
     monkeypatch.setenv("MILESTONES_PARTITIONS", "3")
-    stream = _Interrupted(2_500)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stream, buffer_size=200)))
+    pipes.stdin(monkeypatch, 2_500, _line)
     # (cli.main runs its own event loop: off this test's loop, in a thread)
     import asyncio
     assert await asyncio.to_thread(cli.main, ["publish", "--format", "jsonl", "-"]) == 130

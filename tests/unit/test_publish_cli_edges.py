@@ -1,12 +1,13 @@
 """`milestones publish` at the command line's edges: stdin closed, Ctrl-C while reading (one line on
 stderr and an exit status, never a traceback). Dry runs: no broker."""
-import io
 import subprocess
 import sys
 
 import pytest
 
 from milestone_stream import cli
+
+from support import pipes
 
 LINE = (b'{"account_id": "acme", "metric": "emails_sent", "value": 5, '
         b'"occurred_at": "2026-11-24T12:00:00Z", "source": "platform.mailer"}\n')
@@ -20,26 +21,9 @@ def test_a_closed_stdin_is_one_clear_line():
     assert "cannot read stdin: it is closed" in run.stderr and "Traceback" not in run.stderr
 
 
-class _CtrlC(io.RawIOBase):
-    """A pipe on which the user presses Ctrl-C after some lines."""
-
-    def __init__(self) -> None:
-        self.left = 50
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
-        if not self.left:
-            raise KeyboardInterrupt
-        self.left -= 1
-        buffer[:len(LINE)] = LINE
-        return len(LINE)
-
-
 def test_ctrl_c_while_publishing_is_reported_not_a_traceback(monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(_CtrlC(), buffer_size=len(LINE))))
+    pipes.stdin(monkeypatch, 50, lambda n: LINE)
     assert cli.main(["publish", "--dry-run", "-"]) == 130
     assert "interrupted: nothing was sent (dry run)" in capsys.readouterr().err
 
