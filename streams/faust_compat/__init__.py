@@ -16,7 +16,8 @@ tested (pyproject.toml), and every private name used is declared with its shape 
 - drain.py: the consume loop, handing a batched agent's topic over a fetch at a time (`deliver_batches`)
   instead of message by message through Faust's conductor and stream.
 - tables.py: `write_many`, a batch's table writes with their changelog records sent as Kafka batches, and
-  `read`, a look-up in the event's own partition.
+  `read`, a look-up in the event's own partition; both as bytes straight to RocksDB where Faust's
+  encodings can be reproduced (`RawTable`).
 """
 from __future__ import annotations
 

@@ -93,6 +93,10 @@ PRIVATE_NAMES: tuple[Private, ...] = (
     Private("faust.transport.drivers.aiokafka", "Producer._ensure_producer", "method", "tables.write_many",
             "the app's aiokafka producer, which Faust flushes before it commits offsets; changelog batches go "
             "through it", read_by="faust.transport.drivers.aiokafka.Producer.send"),
+    Private("faust.stores.rocksdb", "Store._db_for_partition", "method", "tables.RawTable",
+            "a partition's RocksDB database (opened if needed), as the store's own `_set` and `_get` take it; "
+            "the usage rows and event ids are read and written there as bytes", args=("partition",),
+            read_by="faust.stores.rocksdb.Store._set"),
     Private("faust.tables.recovery", "faust.tables.recovery", "logger", "recovery.install",
             "changelog recovery logs a failed record as a warning and goes on; the filter stops the worker",
             text="Error in recovery"),

@@ -1,12 +1,11 @@
-"""Table writes in bulk: a batch's entries set in the table's store, and their changelog records handed
-straight to aiokafka instead of one Faust send per key.
+"""Table reads and writes in bulk, as bytes: a batch's rows read from and written to the table's RocksDB
+databases directly, and their changelog records handed straight to aiokafka instead of one Faust send per key.
 
 Why: a Faust table write (`table[key] = value`) is one `FutureMessage` through Faust's producer
 buffer, which a single task drains one message at a time, and the conductor stops handing out input
 while that buffer holds more than 100 messages. The usage agent writes a row and an event id per
 event, so the worker spent most of its time there (bench/results.md, 2026-11-26). `write_many` does
-what Faust's `Table.on_key_set` does for a plain table — the value into the store (`table.data`, with
-the event current, which the RocksDB store needs to pick its partition's database) and the record to
+what Faust's `Table.on_key_set` does for a plain table — the value into the store and the record to
 the changelog partition of the event's input partition — but hands the records straight to the
 app's own aiokafka producer (`Producer._ensure_producer`, private), where they join the batch already
 filling for their partition (`send_batch` would wait out the previous batch's linger, per partition).
@@ -16,6 +15,14 @@ advanced when a partition's last record is acknowledged, as Faust's `_on_changel
 
 `read` is the matching read: one look-up, in the event's partition.
 
+Why bytes: through Faust's store a read is a key encoding, a look-up, a value decoding through its
+serializer registry and a model check, with the event made current so that the store picks the
+partition's database; a write encodes the value twice (store, changelog). Together they were half of the
+usage step (bench/results.md, 2026-11-26 profile). For a RocksDB table whose serializers are `json` or
+`raw`, `RawTable` does the same with the partition's database (`Store._db_for_partition`, private) and
+Faust's own json functions: the same bytes Faust writes and reads (a unit test compares them), each
+row serialized once. Any other store or serializer takes Faust's own path.
+
 A table written with `write_many` must be written only with it: two paths into one changelog could
 reorder writes to a key. Under exactly_once Faust writes through a transactional producer per
 partition, so there this falls back to Faust's per-key writes.
@@ -23,19 +30,83 @@ partition, so there this falls back to Faust's per-key writes.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust import Table
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, EventT, TableT
+from faust.utils import json as faust_json
 
 from milestone_stream.faust_compat.events import as_current
 
 
+def _json_dumps(value: Any) -> bytes:
+    if isinstance(value, bytes):  # Faust's registry passes bytes as they are
+        return value
+    out = faust_json.dumps(value)  # bytes with orjson (a dependency of faust-streaming), else str
+    return out if isinstance(out, bytes) else out.encode()
+
+
+def _json_loads(raw: bytes) -> Any:
+    return faust_json.loads(raw)  # type: ignore[arg-type]  # (orjson and json both read bytes)
+
+
+def _raw_dumps(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+#: the serializers whose bytes are reproduced here exactly as Faust's registry makes them: (encode, decode)
+CODECS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
+    "json": (_json_dumps, _json_loads),
+    "raw": (_raw_dumps, bytes),
+}
+
+
+class RawTable:
+    """A RocksDB table's partitions read and written as bytes, with the table's own key and value encodings."""
+
+    __slots__ = ("store", "encode_key", "encode_value", "decode_value", "__weakref__")
+
+    def __init__(self, store: RocksDBStore, key_serializer: str, value_serializer: str) -> None:
+        self.store = store
+        self.encode_key = CODECS[key_serializer][0]
+        self.encode_value, self.decode_value = CODECS[value_serializer]
+
+    def get(self, key: Any, partition: int) -> Any:
+        raw = self.store._db_for_partition(partition).get(self.encode_key(key))
+        return None if raw is None else self.decode_value(raw)
+
+
+#: id(table) → (the table, weakly; its RawTable or None). By id: a table is a Mapping, and a Mapping's `==`
+#: (a WeakKeyDictionary's look-up) compares every item
+_RAW: dict[int, tuple[weakref.ref, RawTable | None]] = {}
+
+
+def raw_table(table: TableT) -> RawTable | None:
+    """The table as bytes, or None when its store or serializers are not ones this module reproduces."""
+    known = _RAW.get(id(table))
+    if known is not None and known[0]() is table:
+        return known[1]
+    raw = None
+    if (type(table) is Table and isinstance(table.data, RocksDBStore) and not table.is_global
+            and not table.use_partitioner and table.key_type in (str, bytes) and table.value_type in (None, bytes)
+            and table.key_serializer in CODECS and table.value_serializer in CODECS):
+        # (a model's key or value carries its namespace: Faust's path)
+        raw = RawTable(table.data, str(table.key_serializer), str(table.value_serializer))
+    key = id(table)
+    _RAW[key] = (weakref.ref(table, lambda _: _RAW.pop(key, None)), raw)
+    return raw
+
+
 def read(table: TableT, key: Any, event: EventT) -> Any:
-    """`table.get(key)` for a key of `event`'s partition. With the event current, the RocksDB store looks
-    in that partition's database alone; without (a batched agent is outside Faust's per-event loop) it
-    searches every partition's database, twice (`in`, then the read): a fifth of the worker's time."""
+    """`table.get(key)` for a key of `event`'s partition: in that partition's database alone. (Through
+    Faust's store without the event current — a batched agent is outside Faust's per-event loop — it
+    searches every partition's database, twice: `in`, then the read.)"""
+    raw = raw_table(table)
+    if raw is not None:
+        return raw.get(key, event.message.partition)
     with as_current(event):
         try:
             return table.data[key]
@@ -56,13 +127,18 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     changelog = table.changelog_topic
     topic = changelog.get_topic_name()
     producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer (private)
+    raw = raw_table(table)
     last: dict[int, asyncio.Future] = {}
     for key, value, event in entries:
         partition = event.message.partition
-        with as_current(event):
-            table.data[key] = value
-        raw_key, _ = changelog.prepare_key(key, table.key_serializer)
-        raw_value, _ = changelog.prepare_value(value, table.value_serializer)
+        if raw is not None:  # one encoding for the store and the changelog
+            raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+            raw.store._db_for_partition(partition).put(raw_key, raw_value)
+        else:
+            with as_current(event):
+                table.data[key] = value
+            raw_key, _ = changelog.prepare_key(key, table.key_serializer)
+            raw_value, _ = changelog.prepare_value(value, table.value_serializer)
         last[partition] = await producer.send(topic, raw_value, key=raw_key, partition=partition)
     for partition, acked in last.items():
         acked.add_done_callback(_persisted(table, TP(topic, partition)))

@@ -1,0 +1,97 @@
+"""The bytes `faust_compat.tables` reads and writes are the bytes Faust's own store reads and writes.
+
+Why: the usage rows and event ids go to RocksDB and the changelog without Faust's serializer layers
+(`RawTable`); Faust still recovers them from the changelog and other stages read them through
+`table.get`. Both sides must agree on every key and value, hostile ones included, on a real RocksDB.
+"""
+from __future__ import annotations
+
+import math
+
+import faust
+import pytest
+from faust.stores.rocksdb import Store as RocksDBStore
+
+from milestone_stream.faust_compat import as_current
+from milestone_stream.faust_compat.tables import raw_table, read
+
+KEYS = ["acc-1", 'quote"and\\slash', "line\r\nbreak", "ünïcødé ✓", "<addr@example.com>", "x" * 10_000, ""]
+ROWS = [{"t": {"api_calls": 1.5, "seats": 1e308}, "o": 42, "w": {}},
+        {"t": {"a\nb": -0.0}, "o": -1, "w": {"x": {"s": 0, "m": 2.0, "p": 1.0, "f": None}}, "k": [1, 2]},
+        {"note": "<b>bold</b>\u0000", "nested": [[{"deep": True}]]}]
+
+
+class Point(faust.Record):
+    x: int
+
+
+class Yaml(faust.Record, serializer="yaml"):
+    x: int
+
+
+class Message:
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+class Event:
+    def __init__(self, partition: int) -> None:
+        self.message = Message(partition)
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = faust.App("raw-table-test", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path),
+                    web_enabled=False)
+    yield app
+    for table in app.tables.values():
+        table.data._dbs.clear()
+
+
+def test_the_worker_tables_are_read_as_bytes_and_others_through_faust(app):
+    usage = app.Table("usage", key_type=str, partitions=6)
+    ids = app.Table("event_ids", key_type=bytes, value_type=bytes, partitions=6)
+    assert isinstance(usage.data, RocksDBStore)
+    assert raw_table(usage) is not None and raw_table(ids) is not None
+    memory = faust.App("raw-table-memory", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    assert raw_table(memory.Table("usage", key_type=str, partitions=6)) is None
+    assert raw_table(app.Table("modelled", key_type=str, value_type=Point, partitions=6)) is None
+    assert raw_table(app.Table("yaml", key_type=str, value_type=Yaml, partitions=6)) is None
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("row", ROWS)
+def test_json_rows_have_faust_bytes_both_ways(app, key, row):
+    table = app.Table("usage", key_type=str, partitions=6)
+    raw, store, event = raw_table(table), table.data, Event(3)
+    assert raw is not None
+    assert raw.encode_key(key) == store._encode_key(key)
+    assert raw.encode_value(row) == store._encode_value(row)
+    assert raw.decode_value(store._encode_value(row)) == store._decode_value(store._encode_value(row))
+    with as_current(event):  # written by Faust, read as bytes
+        store[key] = row
+    assert read(table, key, event) == store._decode_value(store._encode_value(row))
+    assert read(table, key, Event(2)) is None  # another partition's database
+    other = {"t": {"b": 2.0}, "o": 7}  # written as bytes, read by Faust
+    store._db_for_partition(3).put(raw.encode_key(key), raw.encode_value(other))
+    with as_current(event):
+        assert store[key] == other
+
+
+def test_a_figure_json_cannot_hold_reads_back_as_faust_reads_it(app):
+    table = app.Table("usage", key_type=str, partitions=6)
+    raw, store = raw_table(table), table.data
+    assert raw is not None
+    row = {"t": {"nan": math.nan, "inf": math.inf}}
+    assert raw.encode_value(row) == store._encode_value(row)
+    assert raw.decode_value(raw.encode_value(row)) == {"t": {"nan": None, "inf": None}}
+
+
+def test_event_ids_are_bytes_as_they_are(app):
+    table = app.Table("event_ids", key_type=bytes, value_type=bytes, partitions=6)
+    raw, store = raw_table(table), table.data
+    assert raw is not None
+    for key, value in [(b"\x00\xff" * 8, b"123"), (b"\r\n", b"")]:
+        assert raw.encode_key(key) == store._encode_key(key)
+        assert raw.encode_value(value) == store._encode_value(value)
+        assert raw.decode_value(store._encode_value(value)) == store._decode_value(store._encode_value(value))
