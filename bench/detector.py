@@ -291,6 +291,14 @@ async def main() -> None:
                                      args.store, MILESTONES_BATCH_CONSUME="false")
         stream_eps, _ = await throughput(bootstrap, stream_worker, f"{c.prefix}detector", c.telemetry, args,
                                          tmp / "w3" / "worker.log")
+        # and with its tables through Faust's store (the path before faust_compat.tables.RawTable)
+        d = TopicNames(f"bench{run}d.")
+        await ensure_topics(bootstrap, d.all(), args.partitions)
+        await publish(bootstrap, d.telemetry, events(args.events, args.accounts))
+        store_worker = start_worker(bootstrap, d.prefix, tmp / "default-rules.yaml", tmp / "w4", args.partitions,
+                                    args.store, MILESTONES_TABLE_BYTES="false")
+        store_eps, _ = await throughput(bootstrap, store_worker, f"{d.prefix}detector", d.telemetry, args,
+                                        tmp / "w4" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
         for mode in ("consume", "produce"):
@@ -324,6 +332,8 @@ async def main() -> None:
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
         f"| the same worker, telemetry through Faust's stream (MILESTONES_BATCH_CONSUME=false) | "
         f"{stream_eps:,.0f} events/s |\n"
+        f"| the same worker, tables through Faust's store (MILESTONES_TABLE_BYTES=false) | "
+        f"{store_eps:,.0f} events/s |\n"
         f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
         f"| Quix Streams, same job (RocksDB state, changelog, exact dedupe) | {quix_eps:,.0f} events/s "

@@ -53,7 +53,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         # while the other topics' messages waited behind it
         broker_max_poll_records=MAX_POLL_RECORDS,
     )
-    faust_compat.install(app)
+    faust_compat.install(app, table_bytes=settings.table_bytes)
     if settings.web_port > 0:
         observability.install(app, settings.stall_seconds)
     names = TopicNames(settings.topic_prefix)

@@ -64,6 +64,9 @@ class Settings(BaseModel):
     # the usage agent takes telemetry a fetch at a time past Faust's per-message path (faust_compat/drain.py);
     # off: through Faust's stream (the before of bench/results.md; always so under exactly_once)
     batch_consume: bool = Field(True, alias="MILESTONES_BATCH_CONSUME")
+    # RocksDB tables read and written as bytes past Faust's store layers (faust_compat/tables.py);
+    # off: through Faust's store (the before of bench/results.md)
+    table_bytes: bool = Field(True, alias="MILESTONES_TABLE_BYTES")
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")

@@ -100,14 +100,14 @@ class DetectorAgents:
             if record is None:
                 continue
             account, offset = record.account_id, event.message.offset
-            if account not in rows:  # a copy: the in-memory store hands out the stored containers themselves
-                rows[account] = usage.UsageRow.from_stored(faust_compat.read(table, account, event)).copy()
+            if account not in rows:
+                rows[account] = self.usage_row(account, event)
             seen.event = event
             try:
                 status, new = usage.apply_event(rows[account], record, offset, rules, seen, now)
             except Exception as exc:
                 seen.forget(usage.id_key(account, record.event_id), offset)
-                rows[account] = usage.UsageRow.from_stored(faust_compat.read(table, account, event)).copy()
+                rows[account] = self.usage_row(account, event)
                 for earlier, at, by in taken.get(account, []):
                     seen.event = by
                     usage.apply_event(rows[account], earlier, at, rules, seen, now)
@@ -134,6 +134,13 @@ class DetectorAgents:
         await faust_compat.write_many(rt.app, rt.tables.event_ids, seen.entries(still))
         await faust_compat.write_many(rt.app, table, [(account, rows[account].to_stored(), event)
                                                       for account, event in applied.items() if still(event)])
+
+    def usage_row(self, account: str, event: Any) -> usage.UsageRow:
+        """The account's row to change: as read when the read is the caller's own, else a copy (the memory
+        store hands out the stored containers themselves)."""
+        table = self.rt.tables.usage
+        row = usage.UsageRow.from_stored(faust_compat.read(table, account, event))
+        return row if faust_compat.reads_copies(table) else row.copy()
 
     # -- CRM and anniversaries ----------------------------------------------------------------
 

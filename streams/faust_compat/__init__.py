@@ -30,15 +30,17 @@ from milestone_stream.faust_compat.events import as_current, current, owned, set
 from milestone_stream.faust_compat.loops import DEAD_LETTER_EXIT, Park, batches_in_order, each_in_order, park_or_stop
 from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES
 from milestone_stream.faust_compat.recovery import RECOVERY_ERROR_EXIT
-from milestone_stream.faust_compat.tables import read, write_many
+from milestone_stream.faust_compat.tables import read, reads_copies, use_bytes, write_many
 from milestone_stream.faust_compat.worker import worker
 
 __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_current", "admit", "settled",
            "park_or_stop", "DEAD_LETTER_EXIT", "RECOVERY_ERROR_EXIT", "Park", "OrderedConsumer", "worker",
-           "PRIVATE_NAMES", "PINNED", "read", "write_many", "deliver_batches", "timer", "owned"]
+           "PRIVATE_NAMES", "PINNED", "read", "reads_copies", "write_many", "deliver_batches", "timer", "owned"]
 
 
-def install(app: AppT) -> None:
-    """Apply both guards to `app` (before the worker starts it): the ordered consumer, the recovery stop."""
+def install(app: AppT, table_bytes: bool = True) -> None:
+    """Apply both guards to `app` (before the worker starts it): the ordered consumer, the recovery stop;
+    and say whether its tables may be read and written as bytes (tables.py)."""
     _consumer.install(app)
     _recovery.install()
+    use_bytes(app, table_bytes)

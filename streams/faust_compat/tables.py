@@ -79,6 +79,18 @@ class RawTable:
         return None if raw is None else self.decode_value(raw)
 
 
+#: apps whose tables take Faust's path even where bytes would do (MILESTONES_TABLE_BYTES=false: the bench's before)
+_FAUST_PATH: weakref.WeakSet[AppT] = weakref.WeakSet()
+
+
+def use_bytes(app: AppT, enabled: bool) -> None:
+    """Read and write `app`'s tables as bytes where this module can (the default), or always through Faust's store."""
+    if enabled:
+        _FAUST_PATH.discard(app)
+    else:
+        _FAUST_PATH.add(app)
+
+
 #: id(table) → (the table, weakly; its RawTable or None). By id: a table is a Mapping, and a Mapping's `==`
 #: (a WeakKeyDictionary's look-up) compares every item
 _RAW: dict[int, tuple[weakref.ref, RawTable | None]] = {}
@@ -90,7 +102,8 @@ def raw_table(table: TableT) -> RawTable | None:
     if known is not None and known[0]() is table:
         return known[1]
     raw = None
-    if (type(table) is Table and isinstance(table.data, RocksDBStore) and not table.is_global
+    if (type(table) is Table and table.app not in _FAUST_PATH and isinstance(table.data, RocksDBStore)
+            and not table.is_global
             and not table.use_partitioner and table.key_type in (str, bytes) and table.value_type in (None, bytes)
             and table.key_serializer in CODECS and table.value_serializer in CODECS):
         # (a model's key or value carries its namespace: Faust's path)
@@ -98,6 +111,12 @@ def raw_table(table: TableT) -> RawTable | None:
     key = id(table)
     _RAW[key] = (weakref.ref(table, lambda _: _RAW.pop(key, None)), raw)
     return raw
+
+
+def reads_copies(table: TableT) -> bool:
+    """Does `read` hand out a value of the caller's own, decoded at each read, which it may change in place?
+    (Faust's memory store hands out the stored containers themselves: change a copy.)"""
+    return raw_table(table) is not None
 
 
 def read(table: TableT, key: Any, event: EventT) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from faust.stores.rocksdb import Store as RocksDBStore
 
 from milestone_stream.faust_compat import as_current
-from milestone_stream.faust_compat.tables import raw_table, read
+from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes
 
 KEYS = ["acc-1", 'quote"and\\slash', "line\r\nbreak", "ünïcødé ✓", "<addr@example.com>", "x" * 10_000, ""]
 ROWS = [{"t": {"api_calls": 1.5, "seats": 1e308}, "o": 42, "w": {}},
@@ -95,3 +95,27 @@ def test_event_ids_are_bytes_as_they_are(app):
         assert raw.encode_key(key) == store._encode_key(key)
         assert raw.encode_value(value) == store._encode_value(value)
         assert raw.decode_value(store._encode_value(value)) == store._decode_value(store._encode_value(value))
+
+
+def test_reads_are_the_callers_own_only_as_bytes(app):
+    table = app.Table("usage", key_type=str, partitions=6)
+    assert reads_copies(table)
+    event = Event(1)
+    with as_current(event):
+        table.data["a"] = {"t": {"x": 1.0}}
+    first = read(table, "a", event)
+    first["t"]["x"] = 2.0  # changed in place by the reader: the stored row is not
+    assert read(table, "a", event) == {"t": {"x": 1.0}}
+
+
+def test_the_faust_path_can_be_chosen_for_an_app(tmp_path):
+    app = faust.App("raw-table-off", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path),
+                    web_enabled=False)
+    use_bytes(app, False)
+    table = app.Table("usage", key_type=str, partitions=6)
+    assert raw_table(table) is None and not reads_copies(table)
+    event = Event(0)
+    with as_current(event):
+        table.data["a"] = {"o": 1}
+    assert read(table, "a", event) == {"o": 1}
+    table.data._dbs.clear()
