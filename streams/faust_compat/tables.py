@@ -143,29 +143,56 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
         return
     if not isinstance(table, Table):
         raise TypeError(f"write_many writes Faust tables, not {type(table).__name__}")
-    changelog = table.changelog_topic
-    topic = changelog.get_topic_name()
     producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer (private)
     raw = raw_table(table)
+    if raw is None:
+        await _write_through_faust(producer, table, entries)
+        return
+    # as bytes: one encoding for the store and the changelog, and the changelog records of a partition in
+    # Kafka record batches of their own (one future per batch, not per record)
+    batches: dict[int, list[Any]] = {}
+    for key, value, event in entries:
+        partition = event.message.partition
+        raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+        raw.store._db_for_partition(partition).put(raw_key, raw_value)
+        builders = batches.get(partition) or batches.setdefault(partition, [producer.create_batch()])
+        if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: another
+            builders.append(producer.create_batch())
+            if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:
+                raise ValueError(f"a {table.name} record of {len(raw_value)} bytes does not fit an empty batch")
+    topic = table.changelog_topic.get_topic_name()
+    await asyncio.gather(*(_send_in_order(producer, table, TP(topic, partition), builders)
+                           for partition, builders in batches.items()))
+
+
+async def _send_in_order(producer: Any, table: Table, tp: TP, builders: list[Any]) -> None:
+    """Queue a partition's batches in order (aiokafka waits until the partition's previous batch is drained)."""
+    for builder in builders:
+        after_first = builder.record_count() - 1  # (the acknowledgement names the batch's first offset)
+        acked = await producer.send_batch(builder, tp.topic, partition=tp.partition)
+        acked.add_done_callback(_persisted(table, tp, after_first))
+
+
+async def _write_through_faust(producer: Any, table: Table, entries: Iterable[tuple[Any, Any, EventT]]) -> None:
+    """Faust's store and serializers, a send per record (MILESTONES_TABLE_BYTES=false, other stores)."""
+    changelog = table.changelog_topic
+    topic = changelog.get_topic_name()
     last: dict[int, asyncio.Future] = {}
     for key, value, event in entries:
         partition = event.message.partition
-        if raw is not None:  # one encoding for the store and the changelog
-            raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
-            raw.store._db_for_partition(partition).put(raw_key, raw_value)
-        else:
-            with as_current(event):
-                table.data[key] = value
-            raw_key, _ = changelog.prepare_key(key, table.key_serializer)
-            raw_value, _ = changelog.prepare_value(value, table.value_serializer)
+        with as_current(event):
+            table.data[key] = value
+        raw_key, _ = changelog.prepare_key(key, table.key_serializer)
+        raw_value, _ = changelog.prepare_value(value, table.value_serializer)
         last[partition] = await producer.send(topic, raw_value, key=raw_key, partition=partition)
     for partition, acked in last.items():
         acked.add_done_callback(_persisted(table, TP(topic, partition)))
 
 
-def _persisted(table: Table, tp: TP) -> Callable[[asyncio.Future], None]:
-    """Where RocksDB's recovery resumes: advanced once a partition's last record of the batch is acknowledged."""
+def _persisted(table: Table, tp: TP, after_first: int = 0) -> Callable[[asyncio.Future], None]:
+    """Where RocksDB's recovery resumes: advanced once a partition's last record of the batch is acknowledged
+    (`after_first` records after the acknowledged offset)."""
     def done(acked: asyncio.Future) -> None:
         if not acked.cancelled() and acked.exception() is None:
-            table.data.set_persisted_offset(tp, acked.result().offset)
+            table.data.set_persisted_offset(tp, acked.result().offset + after_first)
     return done

@@ -9,6 +9,8 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from milestone_stream.agents.detector.usage import id_key
 from milestone_stream.ids import milestone_id
 from milestone_stream.kafka_io import read_topic, wait_for
@@ -138,9 +140,12 @@ async def test_sigkill_with_the_rocksdb_store(kafka_bootstrap, topics, tmp_path)
     assert list((tmp_path / "w1").rglob("usage-*.db/CURRENT")), "the worker did not keep its table in RocksDB"
 
 
-async def test_two_workers_one_killed_and_restarted_rebalance(kafka_bootstrap, topics, tmp_path):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_two_workers_one_killed_and_restarted_rebalance(kafka_bootstrap, topics, tmp_path, store):
+    """With RocksDB the survivor serves the killed worker's partitions from its standby copies or the
+    changelog: the rows and event ids the worker wrote as bytes, in its own record batches."""
     await ensure_topics(kafka_bootstrap, topics.all(), partitions=6)
-    env = dict(MILESTONES_PARTITIONS="6", MILESTONES_LOG_LEVEL="info", **CLOCK)
+    env = dict(MILESTONES_PARTITIONS="6", MILESTONES_LOG_LEVEL="info", MILESTONES_STORE=store, **CLOCK)
     a = Worker(kafka_bootstrap, topics.prefix, tmp_path, "a", **env).start()
     b = Worker(kafka_bootstrap, topics.prefix, tmp_path, "b", **env).start()
 
