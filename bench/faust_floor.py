@@ -1,9 +1,11 @@
 """The Faust floor: what a Faust agent costs before it does any work, on the benchmark's input.
 
-    python bench/faust_floor.py BOOTSTRAP TOPIC GROUP consume|produce
+    python bench/faust_floor.py BOOTSTRAP TOPIC GROUP consume|produce|drain
 
-`consume`: an agent that takes the stream in batches (as the usage agent does) and does nothing.
+`consume`: an agent that takes the stream in batches (as the usage agent did) and does nothing.
 `produce`: the same, sending each event's value on to TOPIC.floor, as a table write per event does.
+`drain`: the floor raised: each fetch's messages handed to a batch step that does nothing, past Faust's
+per-message stream, as the worker's usage agent takes telemetry now (faust_compat/drain.py).
 Both use the worker's broker settings (at_least_once, commit interval, producer linger), so the
 gap between them and the raw aiokafka loop is Faust's own per-message cost.
 """
@@ -35,6 +37,15 @@ def build(bootstrap: str, topic: str, group: str, mode: str) -> faust.App:
                 for event in events:
                     await sink.send(key=event.message.key, value=event.message.value)
 
+    if mode == "drain":  # the agent above keeps the topic subscribed; its messages come here instead
+        async def nothing(events: list) -> None:
+            return None
+
+        async def park(stage: str, message: object, exc: Exception) -> None:
+            raise exc  # the step does nothing, so it cannot fail
+
+        faust_compat.install(app)
+        faust_compat.deliver_batches(app, topic, "floor", nothing, s.batch_size, park)
     return app
 
 

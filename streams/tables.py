@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import faust
 from faust.types import TableT
@@ -44,14 +44,25 @@ class Tables:
     celebrations: TableT[str, dict]  # account → the drafter's row (held milestones, last note)
 
 
+#: each partition's RocksDB database (Faust's defaults: 64 MiB write buffers, three of them, and a 2 GiB block
+#: cache, per database): a worker's memory bounded whatever the number of accounts (bench/scale.py)
+ROCKSDB_MEMORY = {"write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 8 * 2**20}
+
+
+def table(app: faust.App, name: str, settings: Settings, key_type: type = str, **kwargs: Any) -> TableT:
+    """A changelog-backed table with one partition per input partition, its RocksDB memory bounded."""
+    # a copy for each table: Faust's RocksDB store takes the keys it reads out of the mapping it is given
+    return app.Table(name, key_type=key_type, partitions=settings.partitions, options=dict(ROCKSDB_MEMORY), **kwargs)
+
+
 def declare(app: faust.App, settings: Settings, rules: Rules) -> Tables:
     # the broker drops event-id entries once no event they could match is accepted any more
     retention = timedelta(days=rules.dedupe.horizon_days + 1, seconds=rules.max_future_skew_seconds)
     return Tables(
-        usage=app.Table("usage", key_type=str, partitions=settings.partitions),
-        profiles=app.Table("profiles", key_type=str, partitions=settings.partitions),
-        event_ids=app.Table("event_ids", key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                            extra_topic_configs={"cleanup.policy": "compact,delete",
-                                                 "retention.ms": str(int(retention.total_seconds() * 1000))}),
-        celebrations=app.Table("celebrations", key_type=str, partitions=settings.partitions),
+        usage=table(app, "usage", settings),
+        profiles=table(app, "profiles", settings),
+        event_ids=table(app, "event_ids", settings, key_type=bytes, value_type=bytes,
+                        extra_topic_configs={"cleanup.policy": "compact,delete",
+                                             "retention.ms": str(int(retention.total_seconds() * 1000))}),
+        celebrations=table(app, "celebrations", settings),
     )

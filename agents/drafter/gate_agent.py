@@ -16,7 +16,7 @@ from typing import Any
 
 from faust.types import TableT
 
-from milestone_stream import faust_compat, observability
+from milestone_stream import faust_compat, observability, tables
 from milestone_stream.agents.drafter import gates
 from milestone_stream.deadletter import Unprocessable
 from milestone_stream.runtime import RAW, Runtime
@@ -30,7 +30,7 @@ class GateAgents:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.table: TableT[str, dict] = rt.app.Table("gates", key_type=str, partitions=rt.settings.partitions)
+        self.table: TableT[str, dict] = tables.table(rt.app, "gates", rt.settings)
         self.topic = rt.app.topic(rt.names.risks, **RAW)
 
     def install(self) -> None:

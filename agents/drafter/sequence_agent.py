@@ -26,7 +26,7 @@ from typing import Any
 from faust.types import AppT, TableT
 from mode import BaseSignalT
 
-from milestone_stream import faust_compat, observability
+from milestone_stream import faust_compat, observability, tables
 from milestone_stream.agents.detector.crm import ProfileRow
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.drafter import holdout, policy, sequence
@@ -52,7 +52,7 @@ class SequenceAgents:
 
     def __init__(self, rt: Runtime, gates: GateAgents, config: AnniversarySequence) -> None:
         self.rt, self.gates, self.config = rt, gates, config
-        self.table: TableT[str, dict] = rt.app.Table("sequences", key_type=str, partitions=rt.settings.partitions)
+        self.table: TableT[str, dict] = tables.table(rt.app, "sequences", rt.settings)
         self.topic = rt.app.topic(rt.names.sequence, **RAW)
         self.decisions = rt.app.topic(rt.names.approval_decisions, **RAW)
         self.ttl = timedelta(hours=rt.rules.drafting.approval_ttl_hours)

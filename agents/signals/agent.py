@@ -23,7 +23,7 @@ from typing import Any
 from faust.types import AppT
 from mode import BaseSignalT
 
-from milestone_stream import faust_compat, observability
+from milestone_stream import faust_compat, observability, tables
 from milestone_stream.agents.detector.usage import UsageRow
 from milestone_stream.agents.signals.episodes import RiskRow, evaluate, observe_change
 from milestone_stream.agents.signals.rules import SignalRules
@@ -45,7 +45,7 @@ class SignalAgents:
         self.risks = app.topic(names.risks, **RAW)
         self.clock = app.topic(names.risk_clock, **RAW)
         self.input = app.topic(names.crm, names.risk_clock, **RAW)
-        self.table = app.Table("risk_rows", key_type=str, partitions=rt.settings.partitions)
+        self.table = tables.table(app, "risk_rows", rt.settings)
         # account → (usage row's input offset, UTC day) at its last tick: the usage signals depend on nothing
         # else, so an account whose row and day are unchanged is not ticked again
         self.ticked: dict[str, tuple[object, date]] = {}
