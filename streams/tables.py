@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import faust
 from faust.types import TableT
 
+from milestone_stream import faust_compat
 from milestone_stream.rules import Rules
 from milestone_stream.settings import Settings
 
@@ -44,15 +45,18 @@ class Tables:
     celebrations: TableT[str, dict]  # account → the drafter's row (held milestones, last note)
 
 
-#: each partition's RocksDB database (Faust's defaults: 64 MiB write buffers, three of them, and a 2 GiB block
-#: cache, per database): a worker's memory bounded whatever the number of accounts (bench/scale.py)
-ROCKSDB_MEMORY = {"write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2, "block_cache_size": 8 * 2**20}
+#: each partition's RocksDB write buffers (Faust's default: 64 MiB, three of them, per database); their memory
+#: and the block cache are the worker's one budget (MILESTONES_ROCKSDB_MEMORY_MB, faust_compat.bound_rocksdb)
+ROCKSDB_BUFFERS = {"write_buffer_size": 4 * 2**20, "max_write_buffer_number": 2}
 
 
 def table(app: faust.App, name: str, settings: Settings, key_type: type = str, **kwargs: Any) -> TableT:
-    """A changelog-backed table with one partition per input partition, its RocksDB memory bounded."""
+    """A changelog-backed table with one partition per input partition, within the worker's RocksDB budget."""
     # a copy for each table: Faust's RocksDB store takes the keys it reads out of the mapping it is given
-    return app.Table(name, key_type=key_type, partitions=settings.partitions, options=dict(ROCKSDB_MEMORY), **kwargs)
+    declared = app.Table(name, key_type=key_type, partitions=settings.partitions, options=dict(ROCKSDB_BUFFERS),
+                         **kwargs)
+    faust_compat.bound_rocksdb(declared, settings.rocksdb_memory_mb * 2**20)
+    return declared
 
 
 def declare(app: faust.App, settings: Settings, rules: Rules) -> Tables:

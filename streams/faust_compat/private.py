@@ -97,6 +97,10 @@ PRIVATE_NAMES: tuple[Private, ...] = (
             "a partition's RocksDB database (opened if needed), as the store's own `_set` and `_get` take it; "
             "the usage rows and event ids are read and written there as bytes", args=("partition",),
             read_by="faust.stores.rocksdb.Store._set"),
+    Private("faust.stores.rocksdb", "Store.rocksdb_options", "attribute", "rocksdb_memory.bound",
+            "the options a RocksDB store opens each partition's database with (`as_options`); replaced by options "
+            "that add the worker's shared cache and write buffer manager", type="faust.stores.rocksdb.RocksDBOptions",
+            read_by="faust.stores.rocksdb.Store._open_for_partition"),
     Private("faust.tables.recovery", "faust.tables.recovery", "logger", "recovery.install",
             "changelog recovery logs a failed record as a warning and goes on; the filter stops the worker",
             text="Error in recovery"),

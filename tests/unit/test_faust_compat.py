@@ -14,6 +14,7 @@ import contextvars
 import importlib
 import inspect
 import logging
+import tempfile
 import tomllib
 from importlib.metadata import version
 
@@ -67,7 +68,10 @@ async def live():
     thread = app.consumer._new_consumer_thread()
     kafka = thread._create_worker_consumer(app.transport)
     worker = faust.Worker(app, loop=asyncio.get_running_loop(), quiet=True)  # Faust's own, spinner and all
-    yield {"app": app, "consumer": app.consumer, "thread": thread, "kafka": kafka, "worker": worker}
+    rocks = faust.App("faust-compat-rocksdb", broker="kafka://127.0.0.1:1", store="rocksdb://", web_enabled=False,
+                      datadir=tempfile.mkdtemp())
+    store = rocks.Table("shape", key_type=str, partitions=1).data
+    yield {"app": app, "consumer": app.consumer, "thread": thread, "kafka": kafka, "worker": worker, "store": store}
     await kafka.stop()
 
 
@@ -103,6 +107,7 @@ INSTANCES = {  # which live object stands for instances of a declared class
     "faust.transport.consumer.ThreadDelegateConsumer": "consumer",
     "aiokafka.consumer.consumer.AIOKafkaConsumer": "kafka",
     "faust.worker.Worker": "worker",
+    "faust.stores.rocksdb.Store": "store",
 }
 
 
