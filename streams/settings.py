@@ -68,8 +68,9 @@ class Settings(BaseModel):
     # off: through Faust's store (the before of bench/results.md)
     table_bytes: bool = Field(True, alias="MILESTONES_TABLE_BYTES")
     # all of a worker's RocksDB databases share one block cache of this size, their memtables charged to it
-    # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py)
-    rocksdb_memory_mb: int = Field(64, alias="MILESTONES_ROCKSDB_MEMORY_MB", ge=8, le=65_536)
+    # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py); 0: a cache and
+    # write buffers per database, as Faust opens them
+    rocksdb_memory_mb: int = Field(64, alias="MILESTONES_ROCKSDB_MEMORY_MB", ge=0, le=65_536)
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")

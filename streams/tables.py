@@ -55,7 +55,8 @@ def table(app: faust.App, name: str, settings: Settings, key_type: type = str, *
     # a copy for each table: Faust's RocksDB store takes the keys it reads out of the mapping it is given
     declared = app.Table(name, key_type=key_type, partitions=settings.partitions, options=dict(ROCKSDB_BUFFERS),
                          **kwargs)
-    faust_compat.bound_rocksdb(declared, settings.rocksdb_memory_mb * 2**20)
+    if settings.rocksdb_memory_mb:
+        faust_compat.bound_rocksdb(declared, settings.rocksdb_memory_mb * 2**20)
     return declared
 
 

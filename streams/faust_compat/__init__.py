@@ -43,8 +43,8 @@ __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_curren
 
 
 def install(app: AppT, table_bytes: bool = True) -> None:
-    """Apply both guards to `app` (before the worker starts it): the ordered consumer, the recovery stop;
-    and say whether its tables may be read and written as bytes (tables.py)."""
+    """Before the worker starts `app`: the ordered consumer, the recovery stop, and whether its tables may be
+    read and written as bytes (tables.py)."""
     _consumer.install(app)
     _recovery.install()
     use_bytes(app, table_bytes)

@@ -99,7 +99,11 @@ def stop(message: Message, exc: BaseException, fatal: BaseException | None = Non
     """Exit now, committing nothing: the record is read again after the restart."""
     why = f"{type(exc).__name__}: {exc}" + (f"; its dead letter failed too ({type(fatal).__name__}: {fatal})"
                                            if fatal else " (an outage, not the record's fault)")
-    print(f"milestones: stopping without committing {message.topic}[{message.partition}]@{message.offset}: "
-          f"{why}", file=sys.stderr, flush=True)
+    halt(f"{message.topic}[{message.partition}]@{message.offset}: {why}")
+
+
+def halt(why: str) -> NoReturn:
+    """Exit now, committing nothing (`os._exit`: no task, no `finally` of Faust's, may commit on the way out)."""
+    print(f"milestones: stopping without committing {why}", file=sys.stderr, flush=True)
     logging.shutdown()
     os._exit(DEAD_LETTER_EXIT)

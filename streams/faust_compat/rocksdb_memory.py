@@ -20,7 +20,7 @@ from faust.types import TableT
 
 try:
     import rocksdict
-except ImportError:  # the rocksdb extra is not installed: no RocksDB store to bound
+except ImportError:
     rocksdict = None  # type: ignore[assignment]  # (the rocksdb extra is not installed: nothing to bound)
 
 
@@ -57,12 +57,8 @@ def bound(table: TableT, budget: int) -> bool:
     store = table.data
     if rocksdict is None or not isinstance(store, Store) or not store.use_rocksdict:
         return False
-    current = store.rocksdb_options
-    bounded = BoundedOptions(
-        max_open_files=current.max_open_files, write_buffer_size=current.write_buffer_size,
-        max_write_buffer_number=current.max_write_buffer_number, target_file_size_base=current.target_file_size_base,
-        block_cache_size=current.block_cache_size, bloom_filter_size=current.bloom_filter_size,
-        use_rocksdict=True, ttl=current.ttl, **current.extra_options)
+    bounded = BoundedOptions.__new__(BoundedOptions)
+    bounded.__dict__.update(vars(store.rocksdb_options))  # every option Faust set, ttl included
     bounded.budget = budget
     store.rocksdb_options = bounded
     return True

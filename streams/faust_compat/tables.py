@@ -7,11 +7,14 @@ while that buffer holds more than 100 messages. The usage agent writes a row and
 event, so the worker spent most of its time there (bench/results.md, 2026-11-26). `write_many` does
 what Faust's `Table.on_key_set` does for a plain table — the value into the store and the record to
 the changelog partition of the event's input partition — but hands the records straight to the
-app's own aiokafka producer (`Producer._ensure_producer`, private), where they join the batch already
-filling for their partition (`send_batch` would wait out the previous batch's linger, per partition).
-That producer is the one Faust flushes before it commits offsets, so a commit never passes a write
-that is not acknowledged, exactly as before. The RocksDB store's persisted changelog offset (where recovery resumes) is
-advanced when a partition's last record is acknowledged, as Faust's `_on_changelog_sent` does per record.
+app's own aiokafka producer (`Producer._ensure_producer`, private): as bytes, in Kafka record batches
+of their own, closed and sent at once (one future per batch, not per record); through Faust's store,
+one `send` per record. That producer is the one Faust flushes before it commits offsets, so a commit
+never passes a write still in flight; and a write that fails (a broker's refusal, a delivery timeout)
+stops the process at once, before any commit can pass it (`loops.halt`: aiokafka's flush waits for a
+failed batch without raising). A record over the producer's `max_request_size` is refused before it is
+stored, as `send` refuses it. The RocksDB store's persisted changelog offset (where recovery resumes) is
+advanced when a batch's last record is acknowledged, as Faust's `_on_changelog_sent` does per record.
 
 `read` is the matching read: one look-up, in the event's partition.
 
@@ -34,12 +37,15 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust import Table
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, EventT, TableT
 from faust.utils import json as faust_json
 
 from milestone_stream.faust_compat.events import as_current
+from milestone_stream.faust_compat.loops import halt
 
 
 def _json_dumps(value: Any) -> bytes:
@@ -151,24 +157,29 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     # as bytes: one encoding for the store and the changelog, and the changelog records of a partition in
     # Kafka record batches of their own (one future per batch, not per record)
     batches: dict[int, list[Any]] = {}
+    limit = app.conf.producer_max_request_size
     for key, value, event in entries:
         partition = event.message.partition
         raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, raw_value, [])
+        if size > limit:  # as aiokafka's `send` refuses it (a batch takes any first record, whatever its size)
+            raise MessageSizeTooLargeError(f"a {table.name} record of {size} bytes is over max_request_size {limit}")
         raw.store._db_for_partition(partition).put(raw_key, raw_value)
         builders = batches.get(partition) or batches.setdefault(partition, [producer.create_batch()])
         if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: another
             builders.append(producer.create_batch())
-            if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:
-                raise ValueError(f"a {table.name} record of {len(raw_value)} bytes does not fit an empty batch")
+            builders[-1].append(key=raw_key, value=raw_value, timestamp=None)  # (an empty batch takes any record)
     topic = table.changelog_topic.get_topic_name()
     await asyncio.gather(*(_send_in_order(producer, table, TP(topic, partition), builders)
                            for partition, builders in batches.items()))
 
 
 async def _send_in_order(producer: Any, table: Table, tp: TP, builders: list[Any]) -> None:
-    """Queue a partition's batches in order (aiokafka waits until the partition's previous batch is drained)."""
+    """Queue a partition's batches in order (aiokafka waits until the partition's previous batch is drained),
+    each closed: sent without waiting out the linger, and no other send can join it."""
     for builder in builders:
         after_first = builder.record_count() - 1  # (the acknowledgement names the batch's first offset)
+        builder.close()
         acked = await producer.send_batch(builder, tp.topic, partition=tp.partition)
         acked.add_done_callback(_persisted(table, tp, after_first))
 
@@ -177,22 +188,23 @@ async def _write_through_faust(producer: Any, table: Table, entries: Iterable[tu
     """Faust's store and serializers, a send per record (MILESTONES_TABLE_BYTES=false, other stores)."""
     changelog = table.changelog_topic
     topic = changelog.get_topic_name()
-    last: dict[int, asyncio.Future] = {}
     for key, value, event in entries:
         partition = event.message.partition
         with as_current(event):
             table.data[key] = value
         raw_key, _ = changelog.prepare_key(key, table.key_serializer)
         raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-        last[partition] = await producer.send(topic, raw_value, key=raw_key, partition=partition)
-    for partition, acked in last.items():
+        acked = await producer.send(topic, raw_value, key=raw_key, partition=partition)
         acked.add_done_callback(_persisted(table, TP(topic, partition)))
 
 
 def _persisted(table: Table, tp: TP, after_first: int = 0) -> Callable[[asyncio.Future], None]:
-    """Where RocksDB's recovery resumes: advanced once a partition's last record of the batch is acknowledged
-    (`after_first` records after the acknowledged offset)."""
+    """Where RocksDB's recovery resumes: advanced once a batch's last record (`after_first` records after the
+    acknowledged offset) is acknowledged. A write that failed stops the process before a commit passes it."""
     def done(acked: asyncio.Future) -> None:
-        if not acked.cancelled() and acked.exception() is None:
-            table.data.set_persisted_offset(tp, acked.result().offset + after_first)
+        if acked.cancelled():  # the producer stopped: so is the worker, and nothing was acknowledged
+            return
+        if (failure := acked.exception()) is not None:
+            halt(f"the changelog write to {tp.topic}[{tp.partition}] failed: {type(failure).__name__}: {failure}")
+        table.data.set_persisted_offset(tp, acked.result().offset + after_first)
     return done

@@ -14,7 +14,6 @@ import contextvars
 import importlib
 import inspect
 import logging
-import tempfile
 import tomllib
 from importlib.metadata import version
 
@@ -61,7 +60,7 @@ def binds(sig: inspect.Signature, p: Private, self: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-async def live():
+async def live(tmp_path_factory):
     """The objects faust_compat builds, built as the worker builds them, without touching a broker."""
     app = faust.App("faust-compat-shape-test", broker="kafka://127.0.0.1:1", web_enabled=False)
     compat_consumer.install(app)  # the consumer only: the recovery filter is process-wide
@@ -69,7 +68,7 @@ async def live():
     kafka = thread._create_worker_consumer(app.transport)
     worker = faust.Worker(app, loop=asyncio.get_running_loop(), quiet=True)  # Faust's own, spinner and all
     rocks = faust.App("faust-compat-rocksdb", broker="kafka://127.0.0.1:1", store="rocksdb://", web_enabled=False,
-                      datadir=tempfile.mkdtemp())
+                      datadir=str(tmp_path_factory.mktemp("rocksdb")))
     store = rocks.Table("shape", key_type=str, partitions=1).data
     yield {"app": app, "consumer": app.consumer, "thread": thread, "kafka": kafka, "worker": worker, "store": store}
     await kafka.stop()

@@ -6,14 +6,19 @@ Why: the usage rows and event ids go to RocksDB and the changelog without Faust'
 """
 from __future__ import annotations
 
+import asyncio
 import math
 
 import faust
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.structs import RecordMetadata
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.types import TP
 
-from milestone_stream.faust_compat import as_current
-from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes
+from milestone_stream.faust_compat import as_current, tables as tables_module
+from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes, write_many
 
 KEYS = ["acc-1", 'quote"and\\slash', "line\r\nbreak", "ünïcødé ✓", "<addr@example.com>", "x" * 10_000, ""]
 ROWS = [{"t": {"api_calls": 1.5, "seats": 1e308}, "o": 42, "w": {}},
@@ -119,3 +124,87 @@ def test_the_faust_path_can_be_chosen_for_an_app(tmp_path):
         table.data["a"] = {"o": 1}
     assert read(table, "a", event) == {"o": 1}
     table.data._dbs.clear()
+
+
+class Recorded:
+    """aiokafka's batch builder, the records it took kept beside it."""
+
+    def __init__(self, builder) -> None:
+        self.builder, self.records = builder, []
+
+    def append(self, *, key, value, timestamp):
+        taken = self.builder.append(key=key, value=value, timestamp=timestamp)
+        if taken is not None:
+            self.records.append((key, value))
+        return taken
+
+    def __getattr__(self, name):
+        return getattr(self.builder, name)
+
+
+class RecordingProducer(AIOKafkaProducer):
+    """aiokafka's producer, unstarted: its own record batches, kept here instead of sent to a broker."""
+
+    def __init__(self) -> None:
+        super().__init__(bootstrap_servers="127.0.0.1:1", max_batch_size=1024)
+        self.sent: list[tuple[TP, Recorded, asyncio.Future]] = []
+
+    def create_batch(self):
+        return Recorded(super().create_batch())
+
+    async def send_batch(self, batch, topic, *, partition):
+        acked = asyncio.get_running_loop().create_future()
+        self.sent.append((TP(topic, partition), batch, acked))
+        return acked
+
+
+class StubApp:
+    """What `write_many` reads of an app: no transaction, the producer, its max_request_size."""
+
+    in_transaction = False
+
+    def __init__(self, producer: RecordingProducer, limit: int = 1_000_000) -> None:
+        self.producer = type("FaustProducer", (), {"_ensure_producer": lambda _: producer})()
+        self.conf = type("Conf", (), {"producer_max_request_size": limit})()
+
+
+async def test_a_partitions_rows_go_in_closed_batches_in_order_and_recovery_resumes_after_the_last(app):
+    table = app.Table("usage", key_type=str, partitions=6)
+    producer = RecordingProducer()
+    event = Event(4)
+    rows = [(f"acct{i}", {"t": {"x": float(i)}, "o": i}, event) for i in range(60)]  # more than one 1 KiB batch
+    await write_many(StubApp(producer), table, rows)
+    assert len(producer.sent) > 1 and all(tp == TP(table.changelog_topic.get_topic_name(), 4)
+                                          for tp, _, _ in producer.sent)
+    assert all(batch.closed() for _, batch, _ in producer.sent)  # sent at once, and nothing else joins them
+    raw = raw_table(table)
+    assert raw is not None
+    sent = [record for _, batch, _ in producer.sent for record in batch.records]
+    assert sent == [(raw.encode_key(k), raw.encode_value(v)) for k, v, _ in rows]
+    assert read(table, "acct59", event) == rows[59][1]
+    base = 1000
+    for tp, batch, acked in producer.sent:  # the broker acknowledges each batch with its first offset
+        acked.set_result(RecordMetadata(tp.topic, tp.partition, tp, base, -1, 0, None))
+        base += batch.record_count()
+    await asyncio.sleep(0)  # (done callbacks run on the loop's next turn)
+    assert table.data.persisted_offset(producer.sent[0][0]) == 1000 + len(rows) - 1
+
+
+async def test_a_row_over_max_request_size_is_refused_before_it_is_stored(app):
+    table = app.Table("usage", key_type=str, partitions=6)
+    producer = RecordingProducer()
+    event = Event(1)
+    with pytest.raises(MessageSizeTooLargeError):
+        await write_many(StubApp(producer, limit=2_000), table, [("big", {"note": "x" * 5_000}, event)])
+    assert read(table, "big", event) is None and not producer.sent
+
+
+async def test_a_failed_changelog_write_stops_the_process(app, monkeypatch):
+    table = app.Table("usage", key_type=str, partitions=6)
+    producer = RecordingProducer()
+    halted: list[str] = []
+    monkeypatch.setattr(tables_module, "halt", halted.append)
+    await write_many(StubApp(producer), table, [("a", {"o": 1}, Event(2))])
+    producer.sent[0][2].set_exception(KafkaTimeoutError("expired"))
+    await asyncio.sleep(0)
+    assert len(halted) == 1 and "failed: KafkaTimeoutError" in halted[0]
