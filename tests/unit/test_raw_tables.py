@@ -20,6 +20,8 @@ from faust.types import TP
 from milestone_stream.faust_compat import as_current, tables as tables_module
 from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes, write_many
 
+from support.partitioned import Event
+
 KEYS = ["acc-1", 'quote"and\\slash', "line\r\nbreak", "ünïcødé ✓", "<addr@example.com>", "x" * 10_000, ""]
 ROWS = [{"t": {"api_calls": 1.5, "seats": 1e308}, "o": 42, "w": {}},
         {"t": {"a\nb": -0.0}, "o": -1, "w": {"x": {"s": 0, "m": 2.0, "p": 1.0, "f": None}}, "k": [1, 2]},
@@ -32,16 +34,6 @@ class Point(faust.Record):
 
 class Yaml(faust.Record, serializer="yaml"):
     x: int
-
-
-class Message:
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-
-class Event:
-    def __init__(self, partition: int) -> None:
-        self.message = Message(partition)
 
 
 @pytest.fixture
@@ -158,6 +150,13 @@ class RecordingProducer(AIOKafkaProducer):
         return acked
 
 
+@pytest.fixture
+async def producer():
+    producer = RecordingProducer()
+    yield producer
+    await producer.stop()
+
+
 class StubApp:
     """What `write_many` reads of an app: no transaction, the producer, its max_request_size."""
 
@@ -168,9 +167,8 @@ class StubApp:
         self.conf = type("Conf", (), {"producer_max_request_size": limit})()
 
 
-async def test_a_partitions_rows_go_in_closed_batches_in_order_and_recovery_resumes_after_the_last(app):
+async def test_a_partitions_rows_go_in_closed_batches_in_order_and_recovery_resumes_after_the_last(app, producer):
     table = app.Table("usage", key_type=str, partitions=6)
-    producer = RecordingProducer()
     event = Event(4)
     rows = [(f"acct{i}", {"t": {"x": float(i)}, "o": i}, event) for i in range(60)]  # more than one 1 KiB batch
     await write_many(StubApp(producer), table, rows)
@@ -190,18 +188,16 @@ async def test_a_partitions_rows_go_in_closed_batches_in_order_and_recovery_resu
     assert table.data.persisted_offset(producer.sent[0][0]) == 1000 + len(rows) - 1
 
 
-async def test_a_row_over_max_request_size_is_refused_before_it_is_stored(app):
+async def test_a_row_over_max_request_size_is_refused_before_it_is_stored(app, producer):
     table = app.Table("usage", key_type=str, partitions=6)
-    producer = RecordingProducer()
     event = Event(1)
     with pytest.raises(MessageSizeTooLargeError):
         await write_many(StubApp(producer, limit=2_000), table, [("big", {"note": "x" * 5_000}, event)])
     assert read(table, "big", event) is None and not producer.sent
 
 
-async def test_a_failed_changelog_write_stops_the_process(app, monkeypatch):
+async def test_a_failed_changelog_write_stops_the_process(app, producer, monkeypatch):
     table = app.Table("usage", key_type=str, partitions=6)
-    producer = RecordingProducer()
     halted: list[str] = []
     monkeypatch.setattr(tables_module, "halt", halted.append)
     await write_many(StubApp(producer), table, [("a", {"o": 1}, Event(2))])

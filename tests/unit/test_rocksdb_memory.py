@@ -12,15 +12,7 @@ from milestone_stream.faust_compat import as_current
 from milestone_stream.faust_compat.rocksdb_memory import BoundedOptions, _budget
 from milestone_stream.settings import Settings
 
-
-class Message:
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-
-class Event:
-    def __init__(self, partition: int) -> None:
-        self.message = Message(partition)
+from support.partitioned import Event
 
 
 def test_the_worker_tables_share_one_budget_and_use_it(tmp_path, monkeypatch):
