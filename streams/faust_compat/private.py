@@ -62,6 +62,11 @@ PRIVATE_NAMES: tuple[Private, ...] = (
             "consumer.OrderedConsumer._drain_messages",
             "the fetcher's consume loop; overridden to hand a batched agent's topic over a fetch at a time (drain.py)",
             args=("fetcher",), read_by="faust.transport.consumer.Fetcher._fetcher"),
+    Private("faust.transport.consumer", "ThreadDelegateConsumer._getmany", "method",
+            "consumer.OrderedConsumer._getmany",
+            "the fetch for Faust's set of active partitions; overridden to pass a snapshot (recovery changes the "
+            "set during the fetch, and aiokafka reads an empty one as every partition)",
+            args=("active_partitions", "timeout"), read_by="faust.transport.consumer.Consumer._wait_next_records"),
     Private("faust.transport.consumer", "Consumer._read_offset", "attribute", "drain.drain",
             "the last offset read per partition: a message below it is dropped (a fetch raced a seek back)",
             type="collections.abc.MutableMapping", read_by="faust.transport.consumer.Consumer.perform_seek"),

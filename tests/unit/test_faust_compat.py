@@ -19,6 +19,7 @@ from importlib.metadata import version
 
 import faust
 import pytest
+from faust.types import TP
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -167,3 +168,20 @@ def test_installed_versions_are_the_pinned_ones():
         assert deps[package] == SpecifierSet(",".join(pins)), f"pyproject.toml pins {package} {deps[package]}"
         installed = version(package)
         assert installed in deps[package], f"{package} {installed} is outside the tested {deps[package]}"
+
+
+async def test_a_fetch_takes_a_snapshot_of_the_active_partitions_and_none_fetches_nothing(live, monkeypatch):
+    consumer = live["consumer"]
+    active = {TP("t", 0), TP("t", 1)}
+    seen: list[set] = []
+
+    async def fetch(partitions, timeout):
+        active.clear()  # recovery empties Faust's set while the fetch waits on the consumer thread ...
+        await asyncio.sleep(0)
+        seen.append(set(partitions))  # ... the fetch still asks for the partitions active when it began
+        return {}
+
+    monkeypatch.setattr(consumer._thread, "getmany", fetch)
+    await consumer._getmany(active, 1.0)
+    assert seen == [{TP("t", 0), TP("t", 1)}]
+    assert await consumer._getmany(set(), 1.0) == {} and len(seen) == 1  # aiokafka would read "none" as "all"
