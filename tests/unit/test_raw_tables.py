@@ -81,7 +81,8 @@ def test_a_figure_json_cannot_hold_reads_back_as_faust_reads_it(app):
     assert raw is not None
     row = {"t": {"nan": math.nan, "inf": math.inf}}
     assert raw.encode_value(row) == store._encode_value(row)
-    assert raw.decode_value(raw.encode_value(row)) == {"t": {"nan": None, "inf": None}}
+    # null with orjson, NaN / Infinity with the standard json module: whichever Faust uses here (repr: nan != nan)
+    assert repr(raw.decode_value(raw.encode_value(row))) == repr(store._decode_value(store._encode_value(row)))
 
 
 def test_event_ids_are_bytes_as_they_are(app):
