@@ -33,7 +33,6 @@ partition, so there this falls back to Faust's per-key writes.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -73,7 +72,7 @@ CODECS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
 class RawTable:
     """A RocksDB table's partitions read and written as bytes, with the table's own key and value encodings."""
 
-    __slots__ = ("store", "encode_key", "encode_value", "decode_value", "__weakref__")
+    __slots__ = ("store", "encode_key", "encode_value", "decode_value")
 
     def __init__(self, store: RocksDBStore, key_serializer: str, value_serializer: str) -> None:
         self.store = store
@@ -85,38 +84,25 @@ class RawTable:
         return None if raw is None else self.decode_value(raw)
 
 
-#: apps whose tables take Faust's path even where bytes would do (MILESTONES_TABLE_BYTES=false: the bench's before)
-_FAUST_PATH: weakref.WeakSet[AppT] = weakref.WeakSet()
-
-
 def use_bytes(app: AppT, enabled: bool) -> None:
-    """Read and write `app`'s tables as bytes where this module can (the default), or always through Faust's store."""
-    if enabled:
-        _FAUST_PATH.discard(app)
-    else:
-        _FAUST_PATH.add(app)
-
-
-#: id(table) → (the table, weakly; its RawTable or None). By id: a table is a Mapping, and a Mapping's `==`
-#: (a WeakKeyDictionary's look-up) compares every item
-_RAW: dict[int, tuple[weakref.ref, RawTable | None]] = {}
+    """Read and write `app`'s tables as bytes where this module can (the default), or always through Faust's
+    store (MILESTONES_TABLE_BYTES=false: the bench's before). Before any table is read or written."""
+    app.__dict__["_ms_table_bytes"] = enabled
 
 
 def raw_table(table: TableT) -> RawTable | None:
-    """The table as bytes, or None when its store or serializers are not ones this module reproduces."""
-    known = _RAW.get(id(table))
-    if known is not None and known[0]() is table:
-        return known[1]
-    raw = None
-    if (type(table) is Table and table.app not in _FAUST_PATH and isinstance(table.data, RocksDBStore)
-            and not table.is_global
-            and not table.use_partitioner and table.key_type in (str, bytes) and table.value_type in (None, bytes)
-            and table.key_serializer in CODECS and table.value_serializer in CODECS):
-        # (a model's key or value carries its namespace: Faust's path)
-        raw = RawTable(table.data, str(table.key_serializer), str(table.value_serializer))
-    key = id(table)
-    _RAW[key] = (weakref.ref(table, lambda _: _RAW.pop(key, None)), raw)
-    return raw
+    """The table as bytes, or None when its store or serializers are not ones this module reproduces. Decided
+    at the first call and kept on the table (as the consumer keeps its holes): `read` and `write_many` ask
+    for every row."""
+    if "_ms_raw" not in table.__dict__:
+        raw = None
+        if (type(table) is Table and table.app.__dict__.get("_ms_table_bytes", True)
+                and isinstance(table.data, RocksDBStore) and not table.is_global and not table.use_partitioner
+                and table.key_type in (str, bytes) and table.value_type in (None, bytes)  # (models: Faust's path)
+                and table.key_serializer in CODECS and table.value_serializer in CODECS):
+            raw = RawTable(table.data, str(table.key_serializer), str(table.value_serializer))
+        table.__dict__["_ms_raw"] = raw
+    return table.__dict__["_ms_raw"]
 
 
 def reads_copies(table: TableT) -> bool:
