@@ -390,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gainsight", help="record each sent email as a Gainsight CS Timeline activity")
     p.set_defaults(func=cmd_gainsight)
     args = parser.parse_args(argv)
+    if args.command in _SERVICES:
+        from milestone_stream.signals import exit_until_started
+
+        exit_until_started()
     try:
         if args.command in _READS_OR_WRITES_VALUES:
             _schema_registry()
@@ -406,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return code
 
+
+#: the long-running services, which a supervisor stops with SIGTERM (why the early handler: signals.py)
+_SERVICES = frozenset({"worker", "ui", "sender", "gainsight"})
 
 #: the commands that decode or encode topic values (`up` starts processes that each do this themselves)
 _READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "gainsight", "deadletter", "resync", "publish-sample",

@@ -1,8 +1,25 @@
-"""A stop event for the long-running services: SIGTERM (a supervisor) and SIGINT (Ctrl-C) end them cleanly."""
+"""Stopping the long-running services cleanly: SIGTERM (a supervisor) and SIGINT (Ctrl-C) end them.
+
+Two phases. While a service imports and starts, nothing has been read or written that a stop would have
+to finish, so a SIGTERM ends it at once with status 0 (`exit_until_started`). Without that a stop in
+this window kills the process by the signal (status -15), which a supervisor or a test reads as a crash.
+Once running, each service hands the signals to its event loop: Faust's worker in its first start, the
+other services through `stop_on_signals`.
+"""
 from __future__ import annotations
 
 import asyncio
 import signal
+from types import FrameType
+
+
+def exit_until_started() -> None:
+    """Until the service's loop takes SIGTERM over, a SIGTERM exits with status 0."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def stop_on_signals() -> asyncio.Event:
