@@ -42,6 +42,10 @@ from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
+#: each speed-up of the worker turned off alone (the setting), and what the worker then does: the befores
+BEFORES = [("MILESTONES_BATCH_CONSUME=false", "telemetry through Faust's stream"),
+           ("MILESTONES_TABLE_BYTES=false", "tables through Faust's store"),
+           ("MILESTONES_GC_GEN0=0", "Python's garbage collector as it comes")]
 # three days ago: every event (the latency run's start 2.3 days later) within the worker's dedupe horizon and in
 # the past (an older one is dead-lettered, one in the future too)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -274,8 +278,8 @@ async def main() -> None:
         bootstrap = kafka.bootstrap_servers
     try:
         run = uuid.uuid4().hex[:6]
-        a, b, c = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b."), TopicNames(f"bench{run}c.")
-        for names in (a, b, c):
+        a, b = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b.")
+        for names in (a, b):
             await ensure_topics(bootstrap, names.all(), args.partitions)
         sink = f"bench{run}.raw.out"
         quix_sink = f"{a.telemetry}.quix.milestones"
@@ -285,20 +289,17 @@ async def main() -> None:
                               args.store)
         worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
                                            tmp / "w1" / "worker.log")
-        # the same worker with telemetry through Faust's stream (the path before faust_compat/drain.py)
-        await publish(bootstrap, c.telemetry, events(args.events, args.accounts))
-        stream_worker = start_worker(bootstrap, c.prefix, tmp / "default-rules.yaml", tmp / "w3", args.partitions,
-                                     args.store, MILESTONES_BATCH_CONSUME="false")
-        stream_eps, _ = await throughput(bootstrap, stream_worker, f"{c.prefix}detector", c.telemetry, args,
-                                         tmp / "w3" / "worker.log")
-        # and with its tables through Faust's store (the path before faust_compat.tables.RawTable)
-        d = TopicNames(f"bench{run}d.")
-        await ensure_topics(bootstrap, d.all(), args.partitions)
-        await publish(bootstrap, d.telemetry, events(args.events, args.accounts))
-        store_worker = start_worker(bootstrap, d.prefix, tmp / "default-rules.yaml", tmp / "w4", args.partitions,
-                                    args.store, MILESTONES_TABLE_BYTES="false")
-        store_eps, _ = await throughput(bootstrap, store_worker, f"{d.prefix}detector", d.telemetry, args,
-                                        tmp / "w4" / "worker.log")
+        # the same worker with one speed-up turned off at a time: each change's before, in the same run
+        befores = {}
+        for i, (setting, _) in enumerate(BEFORES):
+            names = TopicNames(f"bench{run}v{i}.")
+            await ensure_topics(bootstrap, names.all(), args.partitions)
+            await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
+            name, value = setting.split("=")
+            before = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", tmp / f"v{i}",
+                                  args.partitions, args.store, **{name: value})
+            befores[setting], _ = await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
+                                                   args, tmp / f"v{i}" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
         for mode in ("consume", "produce", "drain"):
@@ -332,11 +333,9 @@ async def main() -> None:
         f"| Faust floor raised: each fetch to a batch step that does nothing (faust_compat/drain.py) | "
         f"{floors['drain']:,.0f} events/s ({floors['drain'] / raw_eps:.2f} x baseline) |\n"
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
-        f"| the same worker, telemetry through Faust's stream (MILESTONES_BATCH_CONSUME=false) | "
-        f"{stream_eps:,.0f} events/s |\n"
-        f"| the same worker, tables through Faust's store (MILESTONES_TABLE_BYTES=false) | "
-        f"{store_eps:,.0f} events/s |\n"
-        f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
+        + "".join(f"| the same worker, {what} ({setting}) | {befores[setting]:,.0f} events/s |\n"
+                  for setting, what in BEFORES)
+        + f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| ratio worker / raised floor | {worker_eps / floors['drain']:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
         f"| Quix Streams, same job (RocksDB state, changelog, exact dedupe) | {quix_eps:,.0f} events/s "

@@ -71,6 +71,9 @@ class Settings(BaseModel):
     # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py); 0: a cache and
     # write buffers per database, as Faust opens them
     rocksdb_memory_mb: int = Field(64, alias="MILESTONES_ROCKSDB_MEMORY_MB", ge=0, le=65_536)
+    # the gen-0 threshold of Python's cyclic collector in the worker, which also freezes its startup heap
+    # (streams/gc_tuning.py); 0: Python's own collector as it comes (gen-0 700, nothing frozen; the bench's before)
+    gc_gen0: int = Field(50_000, alias="MILESTONES_GC_GEN0", ge=0, le=10_000_000)
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")
