@@ -298,7 +298,7 @@ async def main() -> None:
             name, value = setting.split("=")
             before = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", tmp / f"v{i}",
                                   args.partitions, args.store, **{name: value})
-            befores[setting], _ = await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
+            befores[setting] = await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
                                                    args, tmp / f"v{i}" / "worker.log")
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
@@ -333,8 +333,8 @@ async def main() -> None:
         f"| Faust floor raised: each fetch to a batch step that does nothing (faust_compat/drain.py) | "
         f"{floors['drain']:,.0f} events/s ({floors['drain'] / raw_eps:.2f} x baseline) |\n"
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
-        + "".join(f"| the same worker, {what} ({setting}) | {befores[setting]:,.0f} events/s |\n"
-                  for setting, what in BEFORES)
+        + "".join(f"| the same worker, {what} ({setting}) | {befores[setting][0]:,.0f} events/s, "
+                  f"peak RSS {befores[setting][1]:,.0f} MiB |\n" for setting, what in BEFORES)
         + f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| ratio worker / raised floor | {worker_eps / floors['drain']:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"

@@ -140,7 +140,8 @@ def write(rows: list[dict], args: argparse.Namespace, started: datetime, final: 
     report = (
         f"\n### RSS against accounts, {started:%Y-%m-%d %H:%M} UTC — {platform.node()}, {os.cpu_count()} cores\n"
         f"conditions: one worker, store {args.store} (shared RocksDB budget "
-        f"{os.environ.get('MILESTONES_ROCKSDB_MEMORY_MB', '64')} MiB), {args.partitions} partitions, "
+        f"{os.environ.get('MILESTONES_ROCKSDB_MEMORY_MB', '64')} MiB), Python's collector gen-0 "
+        f"{os.environ.get('MILESTONES_GC_GEN0', '50000')} (0: as it comes), {args.partitions} partitions, "
         f"{args.per_account} events "
         f"per account (distinct ids), default rules (no tier crossed), shared local broker; peak RSS is VmHWM; "
         f"store on disk measured while running (write-ahead logs included); code: {args.code}\n\n"

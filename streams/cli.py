@@ -38,8 +38,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from milestone_stream.topics import ensure
 
     s = Settings.from_env()
-    if s.gc_gen0:
-        gc_tuning.tune(s.gc_gen0)
     rules = Rules.load(s.rules_file)  # fail fast, before touching Kafka
     adapters = AdaptersConfig.load(s.adapters_file, rules)
     try:
@@ -55,7 +53,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     loop.run_until_complete(ensure(bootstrap, required_topics(app, s), s.replication_factor))
     # a quiet worker without Faust's progress spinner (why: faust_compat/worker.py)
     worker = faust_compat.worker(app, loop=loop, loglevel=s.log_level.upper(), logging_config=logs.config(s.log_level))
-    if s.gc_gen0:
+    if s.gc_gen0:  # here, not earlier: a start that fails on its config changes nothing
+        gc_tuning.tune(s.gc_gen0)
         gc_tuning.freeze_startup()
     worker.execute_from_commandline()
     return 0

@@ -1,15 +1,20 @@
 """Stopping the long-running services cleanly: SIGTERM (a supervisor) and SIGINT (Ctrl-C) end them.
 
-Two phases. While a service imports and starts, nothing has been read or written that a stop would have
-to finish, so a SIGTERM ends it at once with status 0 (`exit_until_started`). Without that a stop in
-this window kills the process by the signal (status -15), which a supervisor or a test reads as a crash.
+Two phases. While a service imports and starts (from the moment `milestones` has read its command),
+nothing has been read or written that a stop would have to finish, so a SIGTERM ends it at once with
+status 0 (`exit_until_started`). Without that a stop in this window kills the process by the signal
+(status -15), which a supervisor or a test reads as a crash. `os._exit`, not `SystemExit`: an exception
+raised in a finalizer or under a broad `except` would be dropped, and the stop lost.
 Once running, each service hands the signals to its event loop: Faust's worker in its first start, the
 other services through `stop_on_signals`.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import sys
 from types import FrameType
 
 
@@ -19,7 +24,10 @@ def exit_until_started() -> None:
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+    for stream in (sys.stdout, sys.stderr):  # log handlers flush each record themselves
+        with contextlib.suppress(Exception):  # e.g. a flush interrupted mid-write by this very signal
+            stream.flush()
+    os._exit(0)
 
 
 def stop_on_signals() -> asyncio.Event:

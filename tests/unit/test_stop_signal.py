@@ -3,12 +3,16 @@
 CI once stopped a worker that had not yet reached Faust's own handlers; it died by the signal (-15)."""
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import subprocess
 import sys
 
+import pytest
+
 from milestone_stream import cli
-from milestone_stream.signals import _exit_cleanly
+from milestone_stream.signals import _exit_cleanly, exit_until_started, stop_on_signals
 
 STARTING = ("import sys; from milestone_stream.signals import exit_until_started; exit_until_started(); "
             "print('starting', flush=True); sys.stdin.read()")
@@ -25,12 +29,27 @@ def test_a_sigterm_while_starting_exits_with_status_0():
         proc.wait()
 
 
-def test_the_services_take_sigterm_before_anything_else(tmp_path, monkeypatch):
+@pytest.mark.parametrize("service", sorted(cli._SERVICES))
+def test_the_services_take_sigterm_before_anything_else(service, tmp_path, monkeypatch):
     monkeypatch.setenv("MILESTONES_RULES", str(tmp_path / "missing.yaml"))
+    monkeypatch.setenv("MILESTONES_GUARANTEE", "not-a-guarantee")  # every service stops at its config
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        assert cli.main(["worker"]) == 2  # stops at the missing rules file, after the handler went in
+        assert cli.main([service]) == 2
         assert signal.getsignal(signal.SIGTERM) is _exit_cleanly
     finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def test_a_running_service_hands_sigterm_to_its_loop():
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_until_started()
+        stop = stop_on_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 10)  # the stop event, not the early exit
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
         signal.signal(signal.SIGTERM, previous)
 
