@@ -56,7 +56,9 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
     def ack(self, message: Message) -> bool:
         app, tp, offset = self.app, message.tp, message.offset
         skipped = not current(app, message)
-        if skipped and tp in self.assignment():
+        # a message of an older generation needs no hole: each assignment starts its partitions afresh from
+        # the committed offset (aiokafka resets every position), which is at or before it
+        if skipped and message.generation_id == app.consumer_generation_id and tp in self.assignment():
             if tp not in self.holes:
                 REBALANCE_SKIPS.inc()
                 log.info("a message was skipped around a rebalance; its partition waits for it",
@@ -125,6 +127,14 @@ class OrderedConsumer(FaustAIOKafkaConsumer):
         for tp in revoked:
             self.holes.pop(tp, None)
         await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """A new generation starts each partition from its committed offset, which never passed a hole: a hole
+        recorded since the revoke (a late acknowledgement) is dropped, or it would send the partition back to
+        an offset another worker may since have committed past (identical milestones fired again, once)."""
+        for tp in assigned:
+            self.holes.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):

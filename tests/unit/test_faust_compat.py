@@ -185,3 +185,40 @@ async def test_a_fetch_takes_a_snapshot_of_the_active_partitions_and_none_fetche
     await consumer._getmany(active, 1.0)
     assert seen == [{TP("t", 0), TP("t", 1)}]
     assert await consumer._getmany(set(), 1.0) == {} and len(seen) == 1  # aiokafka would read "none" as "all"
+
+
+def _message(tp: TP, offset: int, generation: int) -> faust.types.Message:
+    return faust.types.Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp,
+                               generation_id=generation)
+
+
+async def test_a_skipped_message_leaves_a_hole_only_in_the_generation_in_force(live, monkeypatch):
+    consumer, app, tp = live["consumer"], live["app"], TP("holes", 0)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(app, "consumer_generation_id", 7)
+    was_active = app.flow_control.is_active()
+    app.flow_control.suspend()  # a rebalance under way: Faust skips, yet acknowledges, what it fetched
+    consumer.holes.clear()
+    try:
+        assert consumer.ack(_message(tp, 10, generation=6)) is False  # fetched before the last assignment
+        assert tp not in consumer.holes  # the new generation re-reads it from the committed offset
+        assert consumer.ack(_message(tp, 12, generation=7)) is False
+        assert consumer.holes == {tp: 12}  # this generation's: nothing passes it until it comes back
+    finally:
+        consumer.holes.clear()
+        if was_active:
+            app.flow_control.resume()
+
+
+async def test_an_assignment_drops_the_holes_of_its_partitions(live, monkeypatch):
+    consumer, kept, given = live["consumer"], TP("holes", 1), TP("holes", 2)
+    calls = []
+
+    async def callbacks(assigned, generation):
+        calls.append((assigned, generation))
+
+    monkeypatch.setattr(consumer, "_on_partitions_assigned", callbacks)
+    consumer.holes.update({kept: 3, given: 5})
+    await consumer.on_partitions_assigned({given}, 8)
+    assert consumer.holes == {kept: 3} and calls == [({given}, 8)]  # Faust's own assignment still runs
+    consumer.holes.clear()
