@@ -52,6 +52,7 @@ def build_app(settings: Settings, rules: Rules | None = None, clock: Clock | Non
         # (faust_compat/drain.py), and an unbounded one held tens of thousands of messages in memory
         # while the other topics' messages waited behind it
         broker_max_poll_records=MAX_POLL_RECORDS,
+        table_standby_replicas=settings.standby_replicas,
     )
     faust_compat.install(app, table_bytes=settings.table_bytes)
     if settings.web_port > 0:

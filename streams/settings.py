@@ -71,6 +71,8 @@ class Settings(BaseModel):
     # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py); 0: a cache and
     # write buffers per database, as Faust opens them
     rocksdb_memory_mb: int = Field(64, alias="MILESTONES_ROCKSDB_MEMORY_MB", ge=0, le=65_536)
+    # standby copies of each table partition kept warm by the other workers (Faust's table_standby_replicas)
+    standby_replicas: int = Field(1, alias="MILESTONES_STANDBY_REPLICAS", ge=0, le=10)
     # the gen-0 threshold of Python's cyclic collector in the worker, which also freezes its startup heap
     # (streams/gc_tuning.py); 0: Python's own collector as it comes (gen-0 700, nothing frozen; the bench's before)
     gc_gen0: int = Field(50_000, alias="MILESTONES_GC_GEN0", ge=0, le=10_000_000)
