@@ -222,3 +222,27 @@ async def test_an_assignment_drops_the_holes_of_its_partitions(live, monkeypatch
     await consumer.on_partitions_assigned({given}, 8)
     assert consumer.holes == {kept: 3} and calls == [({given}, 8)]  # Faust's own assignment still runs
     consumer.holes.clear()
+
+
+async def test_input_partitions_get_their_share_beside_changelogs(live, monkeypatch):
+    consumer, app = live["consumer"], live["app"]
+    table = app.Table("shares", partitions=1)
+    changelog, telemetry = TP(table.changelog_topic.get_topic_name(), 0), TP("telemetry", 0)
+    asked: list[tuple[set, float]] = []
+
+    async def fetch(partitions, timeout):
+        asked.append((set(partitions), timeout))
+        return {next(iter(partitions)): ["r"]} if telemetry in partitions and len(partitions) == 1 else {}
+
+    monkeypatch.setattr(consumer._thread, "getmany", fetch)
+    assert await consumer._getmany({changelog, telemetry}, 1.0) == {telemetry: ["r"]}
+    assert asked == [({telemetry}, 0), ({changelog}, 0)]  # each side asked apart, neither waits
+    asked.clear()
+
+    async def nothing(partitions, timeout):
+        asked.append((set(partitions), timeout))
+        return {}
+
+    monkeypatch.setattr(consumer._thread, "getmany", nothing)
+    assert await consumer._getmany({changelog, telemetry}, 1.0) == {}
+    assert asked == [({telemetry}, 0), ({changelog}, 0), ({changelog, telemetry}, 1.0)]  # then one fetch waits
