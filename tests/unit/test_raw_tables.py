@@ -205,3 +205,18 @@ async def test_a_failed_changelog_write_stops_the_process(app, producer, monkeyp
     producer.sent[0][2].set_exception(KafkaTimeoutError("expired"))
     await asyncio.sleep(0)
     assert len(halted) == 1 and "failed: KafkaTimeoutError" in halted[0]
+
+
+async def test_under_exactly_once_each_row_goes_through_the_table_on_its_own_event(producer):
+    """In a transaction Faust's own table write is the one that joins it: no bytes path, no batches of our own."""
+    from faust.streams import current_event
+
+    class Recording(dict):
+        def __setitem__(self, key, value):
+            super().__setitem__(key, (value, current_event()))
+
+    app = StubApp(producer)
+    app.in_transaction = True
+    table, first, second = Recording(), Event(2), Event(5)
+    await write_many(app, table, [("a", {"o": 1}, first), ("b", {"o": 2}, second)])
+    assert table == {"a": ({"o": 1}, first), "b": ({"o": 2}, second)} and not producer.sent
