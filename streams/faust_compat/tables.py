@@ -43,6 +43,11 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, EventT, TableT
 from faust.utils import json as faust_json
 
+try:
+    import rocksdict
+except ImportError:  # the rocksdb extra is not installed: no RocksDB table, so no raw table either
+    rocksdict = None  # type: ignore[assignment]
+
 from milestone_stream.faust_compat.events import as_current
 from milestone_stream.faust_compat.loops import halt
 
@@ -143,6 +148,7 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     # as bytes: one encoding for the store and the changelog, and the changelog records of a partition in
     # Kafka record batches of their own (one future per batch, not per record)
     batches: dict[int, list[Any]] = {}
+    stores: dict[int, Any] = {}  # a RocksDB write batch per partition: one write each, not one per row
     limit = app.conf.producer_max_request_size
     for key, value, event in entries:
         partition = event.message.partition
@@ -150,11 +156,14 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, raw_value, [])
         if size > limit:  # as aiokafka's `send` refuses it (a batch takes any first record, whatever its size)
             raise MessageSizeTooLargeError(f"a {table.name} record of {size} bytes is over max_request_size {limit}")
-        raw.store._db_for_partition(partition).put(raw_key, raw_value)
+        (stores.get(partition) or stores.setdefault(partition, rocksdict.WriteBatch(raw_mode=True))).put(
+            raw_key, raw_value)
         builders = batches.get(partition) or batches.setdefault(partition, [producer.create_batch()])
         if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: another
             builders.append(producer.create_batch())
             builders[-1].append(key=raw_key, value=raw_value, timestamp=None)  # (an empty batch takes any record)
+    for partition, rows in stores.items():  # stored before their changelog records go, as one row at a time was
+        raw.store._db_for_partition(partition).write(rows)
     topic = table.changelog_topic.get_topic_name()
     await asyncio.gather(*(_send_in_order(producer, table, TP(topic, partition), builders)
                            for partition, builders in batches.items()))
