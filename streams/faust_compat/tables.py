@@ -102,7 +102,8 @@ def raw_table(table: TableT) -> RawTable | None:
     if "_ms_raw" not in table.__dict__:
         raw = None
         if (type(table) is Table and table.app.__dict__.get("_ms_table_bytes", True)
-                and isinstance(table.data, RocksDBStore) and table.data.use_rocksdict and not table.is_global and not table.use_partitioner
+                and isinstance(table.data, RocksDBStore) and table.data.use_rocksdict
+                and not table.is_global and not table.use_partitioner
                 and table.key_type in (str, bytes) and table.value_type in (None, bytes)  # (models: Faust's path)
                 and table.key_serializer in CODECS and table.value_serializer in CODECS):
             raw = RawTable(table.data, str(table.key_serializer), str(table.value_serializer))
