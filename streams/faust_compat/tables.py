@@ -157,8 +157,9 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, raw_value, [])
         if size > limit:  # as aiokafka's `send` refuses it (a batch takes any first record, whatever its size)
             raise MessageSizeTooLargeError(f"a {table.name} record of {size} bytes is over max_request_size {limit}")
-        (stores.get(partition) or stores.setdefault(partition, rocksdict.WriteBatch(raw_mode=True))).put(
-            raw_key, raw_value)
+        if partition not in stores:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
+            stores[partition] = rocksdict.WriteBatch(raw_mode=True)
+        stores[partition].put(raw_key, raw_value)
         builders = batches.get(partition) or batches.setdefault(partition, [producer.create_batch()])
         if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: another
             builders.append(producer.create_batch())
