@@ -42,10 +42,10 @@ from milestone_stream.settings import Settings
 from milestone_stream.topics import TopicNames, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent
-#: each speed-up of the worker turned off alone (the setting), and what the worker then does: the befores
-BEFORES = [("MILESTONES_BATCH_CONSUME=false", "telemetry through Faust's stream"),
-           ("MILESTONES_TABLE_BYTES=false", "tables through Faust's store"),
-           ("MILESTONES_GC_GEN0=0", "Python's garbage collector as it comes")]
+#: each speed-up of the worker turned off alone (the setting and its value), and what the worker then does
+BEFORES = [("MILESTONES_BATCH_CONSUME", "false", "telemetry through Faust's stream"),
+           ("MILESTONES_TABLE_BYTES", "false", "tables through Faust's store"),
+           ("MILESTONES_GC_GEN0", "0", "Python's garbage collector as it comes")]
 # three days ago: every event (the latency run's start 2.3 days later) within the worker's dedupe horizon and in
 # the past (an older one is dead-lettered, one in the future too)
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
@@ -290,16 +290,15 @@ async def main() -> None:
         worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
                                            tmp / "w1" / "worker.log")
         # the same worker with one speed-up turned off at a time: each change's before, in the same run
-        befores = {}
-        for i, (setting, _) in enumerate(BEFORES):
+        befores = []  # (events/s, peak RSS) per entry of BEFORES
+        for i, (name, value, _) in enumerate(BEFORES):
             names = TopicNames(f"bench{run}v{i}.")
             await ensure_topics(bootstrap, names.all(), args.partitions)
             await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
-            name, value = setting.split("=")
             before = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", tmp / f"v{i}",
                                   args.partitions, args.store, **{name: value})
-            befores[setting] = await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
-                                                   args, tmp / f"v{i}" / "worker.log")
+            befores.append(await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
+                                            args, tmp / f"v{i}" / "worker.log"))
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
         for mode in ("consume", "produce", "drain"):
@@ -333,8 +332,8 @@ async def main() -> None:
         f"| Faust floor raised: each fetch to a batch step that does nothing (faust_compat/drain.py) | "
         f"{floors['drain']:,.0f} events/s ({floors['drain'] / raw_eps:.2f} x baseline) |\n"
         f"| detector worker (usage accumulator, default tiers) | {worker_eps:,.0f} events/s |\n"
-        + "".join(f"| the same worker, {what} ({setting}) | {befores[setting][0]:,.0f} events/s, "
-                  f"peak RSS {befores[setting][1]:,.0f} MiB |\n" for setting, what in BEFORES)
+        + "".join(f"| the same worker, {what} ({name}={value}) | {eps:,.0f} events/s, peak RSS {peak:,.0f} MiB |\n"
+                  for (name, value, what), (eps, peak) in zip(BEFORES, befores, strict=True))
         + f"| ratio worker / baseline | {worker_eps / raw_eps:.2f} |\n"
         f"| ratio worker / raised floor | {worker_eps / floors['drain']:.2f} |\n"
         f"| worker peak RSS | {rss:,.0f} MiB |\n"
