@@ -7,15 +7,23 @@ status 0 (`exit_until_started`). Without that a stop in this window kills the pr
 raised in a finalizer or under a broad `except` would be dropped, and the stop lost.
 Once running, each service hands the signals to its event loop: Faust's worker in its first start, the
 other services through `stop_on_signals`.
+After the worker has stopped, `exit_within` bounds the interpreter's own exit: it waits for every
+non-daemon thread, and Faust's consumer thread once stayed behind after a SIGTERM that arrived during
+a rebalance (its loop gone), holding a stopped worker for good.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
+import threading
+import traceback
 from types import FrameType
+
+log = logging.getLogger(__name__)
 
 
 def exit_until_started() -> None:
@@ -24,10 +32,33 @@ def exit_until_started() -> None:
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    _exit_now(0)
+
+
+def exit_within(seconds: float, status: int) -> None:
+    """Once the service has stopped: if the process has not exited `seconds` from now (a thread or an
+    exit handler that never returns), log where each thread is and exit with `status`."""
+    timer = threading.Timer(seconds, _exit_stuck, args=(seconds, status))
+    timer.daemon = True  # it must not hold the exit it watches
+    timer.start()
+
+
+def _exit_stuck(seconds: float, status: int) -> None:
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    frames = sys._current_frames()  # noqa: SLF001 -- documented in the sys module, underscore and all
+    stacks = [f"thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
+              for ident, frame in frames.items() if ident != me]
+    log.warning("the service stopped but did not exit within %s s; exiting with status %s", seconds, status,
+                extra={"error": "\n".join(stacks)})
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):  # log handlers flush each record themselves
         with contextlib.suppress(Exception):  # e.g. a flush interrupted mid-write by this very signal
             stream.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 def stop_on_signals() -> asyncio.Event:
