@@ -18,6 +18,7 @@ tested (pyproject.toml), and every private name used is declared with its shape 
 - tables.py: `write_many`, a batch's table writes with their changelog records sent as Kafka batches, and
   `read`, a look-up in the event's own partition; both as bytes straight to RocksDB where Faust's
   encodings can be reproduced (`RawTable`).
+- produce.py: `send_now`, records sent in Kafka batches closed at once (no linger), partitioned as a keyed send.
 - rocksdb_memory.py: one block cache for all of a worker's RocksDB databases, their memtables charged to it
   (`bound_rocksdb`).
 """
@@ -31,6 +32,7 @@ from milestone_stream.faust_compat.drain import deliver_batches
 from milestone_stream.faust_compat.events import as_current, current, owned, settled, timer
 from milestone_stream.faust_compat.loops import DEAD_LETTER_EXIT, Park, batches_in_order, each_in_order, park_or_stop
 from milestone_stream.faust_compat.private import PINNED, PRIVATE_NAMES
+from milestone_stream.faust_compat.produce import send_now
 from milestone_stream.faust_compat.recovery import RECOVERY_ERROR_EXIT
 from milestone_stream.faust_compat.rocksdb_memory import bound as bound_rocksdb
 from milestone_stream.faust_compat.tables import read, reads_copies, use_bytes, write_many
@@ -39,7 +41,7 @@ from milestone_stream.faust_compat.worker import worker
 __all__ = ["install", "each_in_order", "batches_in_order", "current", "as_current", "admit", "settled",
            "park_or_stop", "DEAD_LETTER_EXIT", "RECOVERY_ERROR_EXIT", "Park", "OrderedConsumer", "worker",
            "PRIVATE_NAMES", "PINNED", "read", "reads_copies", "write_many", "bound_rocksdb", "deliver_batches", "timer",
-           "owned"]
+           "owned", "send_now"]
 
 
 def install(app: AppT, table_bytes: bool = True) -> None:

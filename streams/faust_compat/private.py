@@ -95,9 +95,9 @@ PRIVATE_NAMES: tuple[Private, ...] = (
             "consumer._ConsumerThread._create_worker_consumer",
             "how long the broker may hold a fetch; read when the consumer starts its fetcher", type="builtins.int",
             read_by="aiokafka.consumer.consumer.AIOKafkaConsumer.start"),
-    Private("faust.transport.drivers.aiokafka", "Producer._ensure_producer", "method", "tables.write_many",
-            "the app's aiokafka producer, which Faust flushes before it commits offsets; changelog batches go "
-            "through it", read_by="faust.transport.drivers.aiokafka.Producer.send"),
+    Private("faust.transport.drivers.aiokafka", "Producer._ensure_producer", "method", "produce.aiokafka_producer",
+            "the app's aiokafka producer, which Faust flushes before it commits offsets; changelog batches and "
+            "emitted milestones go through it", read_by="faust.transport.drivers.aiokafka.Producer.send"),
     Private("faust.stores.rocksdb", "Store._db_for_partition", "method", "tables.RawTable",
             "a partition's RocksDB database (opened if needed), as the store's own `_set` and `_get` take it; "
             "the usage rows and event ids are read and written there as bytes", args=("partition",),

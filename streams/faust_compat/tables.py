@@ -36,8 +36,6 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka.errors import MessageSizeTooLargeError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust import Table
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, EventT, TableT
@@ -50,6 +48,7 @@ except ImportError:  # the rocksdb extra is not installed: no RocksDB table, so 
 
 from milestone_stream.faust_compat.events import as_current
 from milestone_stream.faust_compat.loops import halt
+from milestone_stream.faust_compat.produce import aiokafka_producer, append, check_size, send_in_order
 
 
 def _json_dumps(value: Any) -> bytes:
@@ -141,7 +140,7 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
         return
     if not isinstance(table, Table):
         raise TypeError(f"write_many writes Faust tables, not {type(table).__name__}")
-    producer = app.producer._ensure_producer()  # type: ignore[attr-defined]  # the aiokafka producer (private)
+    producer = aiokafka_producer(app)
     raw = raw_table(table)
     if raw is None:
         await _write_through_faust(producer, table, entries)
@@ -154,31 +153,16 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     for key, value, event in entries:
         partition = event.message.partition
         raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, raw_value, [])
-        if size > limit:  # as aiokafka's `send` refuses it (a batch takes any first record, whatever its size)
-            raise MessageSizeTooLargeError(f"a {table.name} record of {size} bytes is over max_request_size {limit}")
+        check_size(raw_key, raw_value, limit, table.name)
         if partition not in stores:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
             stores[partition] = rocksdict.WriteBatch(raw_mode=True)
         stores[partition].put(raw_key, raw_value)
-        builders = batches.get(partition) or batches.setdefault(partition, [producer.create_batch()])
-        if builders[-1].append(key=raw_key, value=raw_value, timestamp=None) is None:  # full: another
-            builders.append(producer.create_batch())
-            builders[-1].append(key=raw_key, value=raw_value, timestamp=None)  # (an empty batch takes any record)
+        append(producer, batches.setdefault(partition, []), raw_key, raw_value)
     for partition, rows in stores.items():  # stored before their changelog records go, as one row at a time was
         raw.store._db_for_partition(partition).write(rows)
     topic = table.changelog_topic.get_topic_name()
-    await asyncio.gather(*(_send_in_order(producer, table, TP(topic, partition), builders)
-                           for partition, builders in batches.items()))
-
-
-async def _send_in_order(producer: Any, table: Table, tp: TP, builders: list[Any]) -> None:
-    """Queue a partition's batches in order (aiokafka waits until the partition's previous batch is drained),
-    each closed: sent without waiting out the linger, and no other send can join it."""
-    for builder in builders:
-        after_first = builder.record_count() - 1  # (the acknowledgement names the batch's first offset)
-        builder.close()
-        acked = await producer.send_batch(builder, tp.topic, partition=tp.partition)
-        acked.add_done_callback(_persisted(table, tp, after_first))
+    await asyncio.gather(*(send_in_order(producer, topic, p, builders, then=_persisting(table, TP(topic, p)))
+                           for p, builders in batches.items()))
 
 
 async def _write_through_faust(producer: Any, table: Table, entries: Iterable[tuple[Any, Any, EventT]]) -> None:
@@ -193,6 +177,11 @@ async def _write_through_faust(producer: Any, table: Table, entries: Iterable[tu
         raw_value, _ = changelog.prepare_value(value, table.value_serializer)
         acked = await producer.send(topic, raw_value, key=raw_key, partition=partition)
         acked.add_done_callback(_persisted(table, TP(topic, partition)))
+
+
+def _persisting(table: Table, tp: TP) -> Callable[[asyncio.Future, int], None]:
+    """For `send_in_order`: a batch of `count` records advances the persisted offset to its last record."""
+    return lambda acked, count: acked.add_done_callback(_persisted(table, tp, count - 1))
 
 
 def _persisted(table: Table, tp: TP, after_first: int = 0) -> Callable[[asyncio.Future], None]:

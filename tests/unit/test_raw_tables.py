@@ -11,7 +11,6 @@ import math
 
 import faust
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import RecordMetadata
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -21,6 +20,7 @@ from milestone_stream.faust_compat import as_current, tables as tables_module
 from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes, write_many
 
 from support.partitioned import Event
+from support.producers import RecordingProducer, StubApp
 
 KEYS = ["acc-1", 'quote"and\\slash', "line\r\nbreak", "ünïcødé ✓", "<addr@example.com>", "x" * 10_000, ""]
 ROWS = [{"t": {"api_calls": 1.5, "seats": 1e308}, "o": 42, "w": {}},
@@ -119,53 +119,11 @@ def test_the_faust_path_can_be_chosen_for_an_app(tmp_path):
     table.data._dbs.clear()
 
 
-class Recorded:
-    """aiokafka's batch builder, the records it took kept beside it."""
-
-    def __init__(self, builder) -> None:
-        self.builder, self.records = builder, []
-
-    def append(self, *, key, value, timestamp):
-        taken = self.builder.append(key=key, value=value, timestamp=timestamp)
-        if taken is not None:
-            self.records.append((key, value))
-        return taken
-
-    def __getattr__(self, name):
-        return getattr(self.builder, name)
-
-
-class RecordingProducer(AIOKafkaProducer):
-    """aiokafka's producer, unstarted: its own record batches, kept here instead of sent to a broker."""
-
-    def __init__(self) -> None:
-        super().__init__(bootstrap_servers="127.0.0.1:1", max_batch_size=1024)
-        self.sent: list[tuple[TP, Recorded, asyncio.Future]] = []
-
-    def create_batch(self):
-        return Recorded(super().create_batch())
-
-    async def send_batch(self, batch, topic, *, partition):
-        acked = asyncio.get_running_loop().create_future()
-        self.sent.append((TP(topic, partition), batch, acked))
-        return acked
-
-
 @pytest.fixture
 async def producer():
     producer = RecordingProducer()
     yield producer
     await producer.stop()
-
-
-class StubApp:
-    """What `write_many` reads of an app: no transaction, the producer, its max_request_size."""
-
-    in_transaction = False
-
-    def __init__(self, producer: RecordingProducer, limit: int = 1_000_000) -> None:
-        self.producer = type("FaustProducer", (), {"_ensure_producer": lambda _: producer})()
-        self.conf = type("Conf", (), {"producer_max_request_size": limit})()
 
 
 async def test_a_partitions_rows_go_in_closed_batches_in_order_and_recovery_resumes_after_the_last(app, producer):

@@ -1,0 +1,194 @@
+"""Benchmark: publish → milestone latency at a fixed rate, where it goes, and the same against an earlier commit.
+
+    .venv/bin/python bench/latency.py [--rate 11500] [--seconds 20] [--runs 2] [--before <git ref>]
+
+Why it exists: bench/detector.py reports one p50/p99 at one rate. To change the latency one needs to know
+which part a change moves, and a before figure from the same run on the same shared machine (single
+runs here vary by 2-4 x in p99). Each measurement starts a worker on fresh topics, warms it up (every
+account's row exists), then publishes `--rate` events/s for `--seconds` (a tier every 250 per account:
+a milestone per 25 events, so the drafter works too) and reads the milestones read_committed. Reported:
+- total: publish → milestone read, p50 / p99 / max;
+- worker: publish → the milestone record's CreateTime (set by the worker's producer as it queues it);
+- visible: CreateTime → read (the broker, the transaction or ack, the reader's poll);
+- the publisher's achieved rate, and the CPU of the worker, of this process and of the machine.
+With `--before REF` the worker of that commit (a git worktree, imported through a link tree) is measured
+between runs of the working tree's, run for run. Appended to bench/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+from detector import ROOT, code_version, committed_total, drop_topics, events, publish, staggered, start_worker
+
+from milestone_stream.dev.kafka_local import LocalKafka
+from milestone_stream.schemas.records import Milestone
+from milestone_stream.topics import TopicNames, ensure_topics
+
+#: where each of the package's import names lives in a checkout (pyproject.toml's package-dir)
+PACKAGE_DIRS = {"": "streams", "agents": "agents", "schemas": "schemas", "sinks": "sinks"}
+
+
+def checkout(ref: str, tmp: Path) -> dict[str, str]:
+    """A worktree of `ref` and a link tree importing `milestone_stream` from it: the env for its worker."""
+    code = tmp / f"code-{ref.replace('/', '_')}"
+    _git("worktree", "add", "--detach", str(code), ref, check=True)
+    package = tmp / "tree" / "milestone_stream"
+    package.mkdir(parents=True)
+    for entry in (code / "streams").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for name, folder in PACKAGE_DIRS.items():
+        if name:
+            (package / name).symlink_to(code / folder)
+    return {"PYTHONPATH": str(package.parent)}  # ahead of the editable install's finder
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def machine_busy() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return sum(values), values[3] + values[4]  # all, idle + iowait
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[max(0, int(len(sorted_values) * q) - 1)]
+
+
+async def measure(bootstrap: str, args, tmp: Path, env: dict[str, str]) -> dict[str, float]:
+    names = TopicNames(f"lat{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(bootstrap, names.all(), args.partitions)
+    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / names.prefix.rstrip("."),
+                          args.partitions, args.store, **env)
+    consumer = AIOKafkaConsumer(names.milestones, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", isolation_level="read_committed")
+    await consumer.start()
+    received: dict[str, tuple[float, float]] = {}  # event id → (read at, CreateTime), wall clock
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                now = time.time()
+                for r in records:
+                    key = Milestone.from_avro(r.value).evidence[0].record.removeprefix("event ")
+                    received.setdefault(key, (now, r.timestamp / 1000))
+
+    reader = asyncio.create_task(read())
+    group = f"{names.prefix}detector"
+    try:
+        warmup = [e for k in range(args.accounts) for e in staggered(k, 10 + k % 25)]
+        await publish(bootstrap, names.telemetry, warmup)
+        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup):
+            await asyncio.sleep(0.2)
+        n = int(args.rate * args.seconds)
+        batch = events(n, args.accounts, start=2 * 10**8)
+        before = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
+        wall, began = time.time(), time.perf_counter()
+        sent = await publish(bootstrap, names.telemetry, batch, rate=args.rate)
+        elapsed = time.perf_counter() - began
+        after = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
+        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup) + n:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # the last milestones reach the reader
+    finally:
+        stop.set()
+        await reader
+        await consumer.stop()
+        worker.terminate()
+        worker.wait(30)
+        await drop_topics(bootstrap, names.prefix)
+    to_wall = wall - began
+    rows = [((read_at - sent[k] - to_wall) * 1000, (created - sent[k] - to_wall) * 1000)
+            for k, (read_at, created) in received.items() if k in sent]
+    if not rows:
+        raise SystemExit("no milestone from the measured events arrived")
+    total, in_worker = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
+    visible = sorted(a - b for a, b in rows)
+    tick = os.sysconf("SC_CLK_TCK")
+    all_ticks, idle_ticks = after[2][0] - before[2][0], after[2][1] - before[2][1]
+    return {"samples": len(rows), "achieved": n / elapsed,
+            "p50": statistics.median(total), "p99": quantile(total, 0.99), "max": total[-1],
+            "worker p50": statistics.median(in_worker), "worker p99": quantile(in_worker, 0.99),
+            "visible p99": quantile(visible, 0.99),
+            "worker cpu": 100 * (after[0] - before[0]) / tick / elapsed,
+            "bench cpu": 100 * (after[1] - before[1]) / tick / elapsed,
+            "machine busy": 100 * (all_ticks - idle_ticks) / max(all_ticks, 1)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=11_500)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--accounts", type=int, default=2_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--before", help="a git ref whose worker is measured between the working tree's runs")
+    parser.add_argument("--store", default="rocksdb://")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    code = code_version()
+    tiers = ", ".join(str(250 * k) for k in range(1, 4001))
+    (tmp / "rules.yaml").write_text("usage: {emails_sent: {tiers: [" + tiers + "]}}\nspike: null\n")
+    contestants = [(code, {})]
+    if args.before:
+        contestants.append((f"before: {args.before} ({_short(args.before)})", checkout(args.before, tmp)))
+    kafka = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        os.environ.setdefault("MILESTONES_CACHE_DIR", str(ROOT / ".cache"))
+        kafka = await asyncio.to_thread(LocalKafka(tmp / "kafka").start)
+        bootstrap = kafka.bootstrap_servers
+    results: list[tuple[str, dict[str, float]]] = []
+    try:
+        for _ in range(args.runs):
+            for name, env in contestants:
+                results.append((name, await measure(bootstrap, args, tmp, env)))
+                print(name, {k: round(v) for k, v in results[-1][1].items()}, flush=True)
+    finally:
+        if kafka:
+            kafka.stop()
+        if args.before:
+            _git("worktree", "remove", "--force", str(next(tmp.glob("code-*"))))
+        shutil.rmtree(tmp / "tree", ignore_errors=True)
+    report = (f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — latency at {args.rate:,.0f} events/s "
+              f"({platform.node()}, {os.cpu_count()} cores, bench/latency.py)\n"
+              f"{args.seconds:g} s at the rate after a warm-up, {args.accounts:,} accounts, {args.partitions} "
+              f"partitions, a milestone per 25 events, store {args.store}; runs in the order listed.\n\n"
+              "| worker | published/s | p50 | p99 | max | worker p50 / p99 | visible p99 | CPU worker / bench / "
+              "machine (of 2) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    for name, r in results:
+        report += (f"| {name} | {r['achieved']:,.0f} | {r['p50']:,.0f} ms | {r['p99']:,.0f} ms | {r['max']:,.0f} ms "
+                   f"| {r['worker p50']:,.0f} / {r['worker p99']:,.0f} ms | {r['visible p99']:,.0f} ms "
+                   f"| {r['worker cpu']:.0f} % / {r['bench cpu']:.0f} % / {r['machine busy']:.0f} % |\n")
+    print(report)
+    with open(ROOT / "bench" / "results.md", "a") as out:
+        out.write(report)
+
+
+def _short(ref: str) -> str:
+    return _git("rev-parse", "--short", ref).stdout.strip()
+
+
+def _git(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    git = shutil.which("git")
+    if git is None:
+        raise SystemExit("--before needs git")
+    return subprocess.run([git, *args], cwd=ROOT, capture_output=True, text=True, check=check)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
