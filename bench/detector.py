@@ -1,14 +1,16 @@
 """Benchmark: the usage accumulator against a raw aiokafka consume→produce loop, same broker, same run.
 
-    .venv/bin/python bench/detector.py [--events 100000] [--accounts 2000] [--partitions 6] [--rate 5000]
-                                       [--store rocksdb://]
+    .venv/bin/python bench/detector.py [--events 100000] [--accounts 2000] [--partitions 6]
+                                       [--rate 5000 --rate half] [--store rocksdb://]
 
 The worker logs at error level (its log is in the run's temporary folder); BENCH_WORKER_LOG_LEVEL
 changes that. MILESTONES_* variables (commit interval, linger, batch size) pass through to the worker.
 
 Prints and appends to bench/results.md: sustained events/s of one worker (at_least_once, the shipped
 guarantee) and of the raw baseline over the same input, their ratio, the worker's peak RSS, and
-p50/p99 latency from publish to milestone visible to a read_committed consumer at a fixed rate.
+p50/p99 latency from publish to milestone visible to a read_committed consumer at fixed rates (each
+`--rate`: events/s, or `half`, half of the worker's throughput measured earlier in the same run;
+default 5,000 and half, issue 13's two latency targets).
 Beside them, the Faust floor (bench/faust_floor.py): the same input through Faust agents that do
 no work, to separate Faust's own per-message cost from the detector's; and the same job in Quix
 Streams (bench/quix_usage.py: RocksDB state with its changelog, exact dedupe), the peer issue 13
@@ -210,9 +212,13 @@ async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, l
         process.wait(30)
 
 
-async def latency(bootstrap, names, args, tmp) -> tuple[float, float, int]:
+HALF = " (half the detector worker's rate above)"
+
+
+async def latency(bootstrap, names, args, rate: float, tmp) -> tuple[float, float, int]:
     """At a fixed rate, time from publish to the milestone read by a read_committed consumer."""
-    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / "w2", args.partitions, args.store)
+    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / names.prefix.rstrip("."),
+                          args.partitions, args.store)
     consumer = AIOKafkaConsumer(names.milestones, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
@@ -237,8 +243,8 @@ async def latency(bootstrap, names, args, tmp) -> tuple[float, float, int]:
         await publish(bootstrap, names.telemetry, warmup)
         while await committed_total(bootstrap, f"{names.prefix}detector", names.telemetry, args.partitions) < warm:
             await asyncio.sleep(0.2)
-        n = int(args.rate * args.seconds)
-        sent = await publish(bootstrap, names.telemetry, events(n, args.accounts, start=2 * 10**8), rate=args.rate)
+        n = int(rate * args.seconds)
+        sent = await publish(bootstrap, names.telemetry, events(n, args.accounts, start=2 * 10**8), rate=rate)
         while await committed_total(bootstrap, f"{names.prefix}detector", names.telemetry, args.partitions) < warm + n:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # let the last milestones reach the reader
@@ -259,10 +265,14 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--accounts", type=int, default=2_000)
     parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--rate", type=float, default=5_000)
+    parser.add_argument("--rate", action="append", help="events/s, or half (of the worker's measured rate); "
+                        "repeatable (default: 5000 and half)")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--store", default="rocksdb://", help="the worker's MILESTONES_STORE (rocksdb:// or memory://)")
     args = parser.parse_args()
+    rates = args.rate or ["5000", "half"]
+    if any(r != "half" and not r.replace(".", "", 1).isdigit() for r in rates):
+        parser.error("--rate takes events/s or half")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     code = code_version()  # at the start: the tree is shared and may change during the run
     # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
@@ -308,7 +318,13 @@ async def main() -> None:
         group, log = f"bench{run}.quix", tmp / "quix.log"
         quix = start_quix(bootstrap, a.telemetry, group, quix_sink, tmp / "quix-state", log)
         quix_eps, quix_rss = await throughput(bootstrap, quix, group, a.telemetry, args, log)
-        p50, p99, samples = await latency(bootstrap, b, args, tmp)
+        latencies = []  # (events/s, --rate as given, p50, p99, samples)
+        for i, rate in enumerate(rates):
+            events_per_s = worker_eps / 2 if rate == "half" else float(rate)
+            names = b if i == 0 else TopicNames(f"bench{run}b{i}.")
+            if i:
+                await ensure_topics(bootstrap, names.all(), args.partitions)
+            latencies.append((events_per_s, rate, *await latency(bootstrap, names, args, events_per_s, tmp)))
     finally:
         if kafka:
             kafka.stop()
@@ -341,8 +357,10 @@ async def main() -> None:
         f"({quix_eps / raw_eps:.2f} x baseline) |\n"
         f"| ratio worker / Quix | {worker_eps / quix_eps:.2f} |\n"
         f"| Quix peak RSS | {quix_rss:,.0f} MiB |\n"
-        f"| publish → milestone visible (read_committed) at {args.rate:,.0f} events/s | p50 {p50:,.0f} ms, "
-        f"p99 {p99:,.0f} ms ({samples:,} milestones) |\n"
+        + "".join(f"| publish → milestone visible (read_committed) at {eps:,.0f} events/s"
+                  f"{HALF if rate == 'half' else ''} | p50 {p50:,.0f} ms, p99 {p99:,.0f} ms "
+                  f"({samples:,} milestones) |\n"
+                  for eps, rate, p50, p99, samples in latencies)
     )
     print(report)
     with open(ROOT / "bench" / "results.md", "a") as out:
