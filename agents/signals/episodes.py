@@ -167,6 +167,7 @@ def observe_change(row: RiskRow, change: CrmChange, origin: tuple[str, int], rul
     if not first_application(row, change, origin, RECENT_IDS):
         return []
     out: list[RiskSignal | None] = []
+    ownerless = set(row.episodes) if _profile(row, 0) is None else set()  # open, and announced without a CSM
     for fc in change.changes:  # first the profile, so that this change's records carry it (bounded)
         if fc.field == "csm_email" and (fc.value is None or isinstance(fc.value, str)):
             email = fc.value.strip() if fc.value else None
@@ -183,7 +184,28 @@ def observe_change(row: RiskRow, change: CrmChange, origin: tuple[str, int], rul
             out += _overdue(row, change, fc.value, rules)
     if change.contacts is not None:
         out += _contacts(row, change, rules)
+    if ownerless and _profile(row, 0) is not None:
+        out += _with_owner(row, change, rules, ownerless)
     return _kept(out)
+
+
+def _with_owner(row: RiskRow, change: CrmChange, rules: SignalRules, ownerless: set[str]) -> list[RiskSignal | None]:
+    """The `ownerless` episodes still open, announced again now that the CRM names the account's CSM. Their
+    openings went out without one, so the sender could alert nobody (it dead-lettered them `no_csm_owner`,
+    and a replay of that dead letter carries no owner either). The same signal_id: the sender alerts once
+    per episode, and the gates and Gainsight keep the first opening they saw."""
+    out: list[RiskSignal | None] = []
+    for key, e in row.episodes.items():
+        if key not in ownerless:  # opened by this very change: its opening carries the CSM already
+            continue
+        rule = getattr(rules, e["k"], None)
+        opened = datetime.fromisoformat(e["a"])
+        out.append(RiskSignal(signal_id=e["i"], account_id=change.account_id, kind=e["k"], level=e["l"],
+                              state="open", title=e["t"], opened_at=opened, at=max(change.occurred_at, opened),
+                              evidence=[_change_evidence(change, f"CSM named while {key} was open")],
+                              playbook=list(rule.playbook) if rule is not None else [],
+                              csm_email=_profile(row, 0), account_name=_profile(row, 1)))
+    return out
 
 
 def _newer(part: list | None, change: CrmChange, at: int = 1) -> bool:

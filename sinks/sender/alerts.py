@@ -10,9 +10,11 @@ recording it leaves `attempting`, recorded `unknown` next time — never a secon
 
 Only `open` records alert; a `cleared` one needs no message (the approval UI shows it cleared). A
 record without a csm_email (the CRM profile names no CSM) is dead-lettered `no_csm_owner`: nobody
-could be alerted, and the dead letter is where an operator sees that and replays it once the signals
-agent carries the owner. An address that is not one plain address fails as any email does
-(`invalid_email`, dead-lettered, outcome `failed`).
+could be alerted, and the dead letter is where an operator sees that. Once the CRM names the CSM, the
+signals agent announces each episode still open again, with the owner and the same signal_id
+(`episodes._with_owner`), and the alert goes then; a replay of the dead letter would carry no owner.
+An address that is not one plain address fails as any email does (`invalid_email`, dead-lettered,
+outcome `failed`).
 
 Every value comes from data (titles, evidence and playbook lines are written by rules and CRM text):
 in the email each is one line with control characters removed, the subject cut to 200 characters
@@ -106,7 +108,7 @@ async def alert(sender: Sender, r: ConsumerRecord) -> None:
     if not csm:
         await sender.dead.send(stage="sender", reason="no_csm_owner",
                                error=f"risk_alert {signal.signal_id}: account {signal.account_id!r} has no csm_email "
-                                     "in its CRM profile; fix the CRM record, then replay this dead letter",
+                                     "in its CRM profile; the alert goes once the CRM names the CSM",
                                topic=r.topic, partition=r.partition, offset=r.offset, key=r.key, value=r.value)
         return
     await sender.email_once(signal.signal_id, "risk_alert", r, lambda: risk_email(

@@ -237,3 +237,40 @@ async def test_the_slack_alert_is_posted_once_per_episode_with_escaped_text(kafk
     assert "&lt;!channel&gt;" in shown and "Call the champion within 48 hours" in shown
     trail = [o.outcome for o in await outcomes(kafka_bootstrap, topics, "risk_alert_slack")]
     assert trail == ["attempting", "sent"]
+
+
+async def test_an_episode_opened_before_the_crm_named_a_csm_alerts_that_csm_once_named(kafka_bootstrap, created,
+                                                                                      tmp_path):
+    """The signals agent's opening has no owner: the sender dead-letters it (nobody to alert). When a CRM
+    change names the CSM, the agent announces the open episode again with the owner, and the CSM gets
+    the one alert for it."""
+    topics = created
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("signals: {usage_drop: null, ticket_surge: null, no_new_users: null}\n")  # the CRM's only
+    worker = Worker(kafka_bootstrap, topics.prefix, tmp_path, MILESTONES_NOW=NOW.isoformat(),
+                    MILESTONES_RULES=str(rules)).start()
+    smtp = SmtpServer().start()
+
+    def change(n: int, *fields: tuple[str, object]) -> CrmChange:
+        return CrmChange(change_id=f"owner-{n}", account_id="acme", source="salesforce", source_record="001ACME",
+                         occurred_at=NOW - timedelta(hours=3 - n),
+                         changes=[FieldChange(field=f, value=v) for f, v in fields])
+    try:
+        async with ApprovalStack(kafka_bootstrap, topics, smtp.port):
+            await publish(kafka_bootstrap, topics.crm, [change(1, ("name", "Acme Corp"), ("invoice_overdue", True))])
+
+            async def parked():
+                return [d for d in await dead_letters(kafka_bootstrap, topics) if d.reason == "no_csm_owner"]
+            await wait_for(parked, 60, what="the ownerless opening to be dead-lettered by the sender")
+            assert alerts(smtp) == []
+            await publish(kafka_bootstrap, topics.crm, [change(2, ("csm_email", CSM))])
+            [alert] = await wait_for(lambda: alerts(smtp), 60, what="the alert to the CSM named later")
+            opened = [RiskSignal.from_avro(r.value) for r in await read_topic(kafka_bootstrap, topics.risks)]
+            assert [(r.state, r.csm_email) for r in opened] == [("open", None), ("open", CSM)]
+            assert opened[0].signal_id == opened[1].signal_id
+            assert CSM in alert["To"] and alert["Message-ID"] == f"<risk.{opened[0].signal_id}@{DOMAIN}>"
+            await until_outcome(kafka_bootstrap, topics, opened[0].signal_id, "sent", purpose="risk_alert")
+    finally:
+        assert worker.stop() == 0
+        smtp.stop()
+    assert len(alerts(smtp)) == 1

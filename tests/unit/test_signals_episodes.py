@@ -195,6 +195,30 @@ def test_the_profile_a_record_carries_is_bounded():
     assert (cleared.csm_email, cleared.account_name) == ("sam@vendor.example", None)
 
 
+def test_episodes_opened_without_a_csm_are_announced_again_once_the_crm_names_one():
+    """Their openings went out without an owner (the sender dead-letters those: nobody to alert); the CSM
+    named later gets the alert through a second opening with the same id, once, and only for those."""
+    crm, row = Crm(), RiskRow()
+    [overdue] = observe_change(row, *crm.change(("invoice_overdue", True)), RULES)
+    assert overdue.csm_email is None
+    assert observe_change(row, *crm.change(("name", "Acme")), RULES) == []  # no owner yet: nothing again
+    named, origin = crm.change(("csm_email", "sam@vendor.example"), ("mrr", 1000))
+    [again] = observe_change(row, named, origin, RULES)
+    assert (again.signal_id, again.state, again.kind, again.opened_at) == (overdue.signal_id, "open",
+                                                                           "invoice_overdue", overdue.opened_at)
+    assert (again.csm_email, again.account_name, again.at) == ("sam@vendor.example", "Acme", named.occurred_at)
+    assert "CSM named" in again.evidence[0].record and again.playbook == list(RULES.invoice_overdue.playbook)
+    assert observe_change(row, *crm.change(("csm_email", "kim@vendor.example")), RULES) == []  # had an owner
+    assert observe_change(row, named, origin, RULES) == []  # a replay of the change: nothing twice
+
+
+def test_an_episode_opened_by_the_change_that_names_the_csm_is_announced_once():
+    crm, row = Crm(), RiskRow()
+    [opened] = observe_change(row, *crm.change(("invoice_overdue", True), ("csm_email", "sam@vendor.example")),
+                              RULES)
+    assert opened.csm_email == "sam@vendor.example"
+
+
 def test_invoice_overdue_and_mrr_contraction():
     crm, row = Crm(), RiskRow()
     [overdue] = observe_change(row, *crm.change(("invoice_overdue", True)), RULES)
