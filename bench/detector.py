@@ -213,6 +213,19 @@ async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, l
 
 
 HALF = " (half the detector worker's rate above)"
+#: the latency runs' rules: a tier every 250 per account, so at 10 per event one event in 25 fires one
+LATENCY_RULES = ("usage: {emails_sent: {tiers: [" + ", ".join(str(250 * k) for k in range(1, 4001))
+                 + "]}}\nspike: null\n")
+
+
+async def broker(tmp: Path) -> tuple[str, LocalKafka | None]:
+    """KAFKA_BOOTSTRAP_SERVERS, else a local broker started in `tmp` (returned too: the caller stops it)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        return bootstrap, None
+    os.environ.setdefault("MILESTONES_CACHE_DIR", str(ROOT / ".cache"))
+    kafka = await asyncio.to_thread(LocalKafka(tmp / "kafka").start)
+    return kafka.bootstrap_servers, kafka
 
 
 async def latency(bootstrap, names, args, rate: float, tmp) -> tuple[float, float, int]:
@@ -278,14 +291,8 @@ async def main() -> None:
     # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
     # latency: a tier every 250 per account, so at 10 per event one event in 25 fires one
     (tmp / "default-rules.yaml").write_text("{}\n")
-    tiers = ", ".join(str(250 * k) for k in range(1, 4001))
-    (tmp / "rules.yaml").write_text("usage: {emails_sent: {tiers: [" + tiers + "]}}\nspike: null\n")
-    kafka = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        os.environ.setdefault("MILESTONES_CACHE_DIR", str(ROOT / ".cache"))
-        kafka = await asyncio.to_thread(LocalKafka(tmp / "kafka").start)
-        bootstrap = kafka.bootstrap_servers
+    (tmp / "rules.yaml").write_text(LATENCY_RULES)
+    bootstrap, kafka = await broker(tmp)
     try:
         run = uuid.uuid4().hex[:6]
         a, b = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b.")

@@ -30,9 +30,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
-from detector import ROOT, code_version, committed_total, drop_topics, events, publish, staggered, start_worker
+from detector import (
+    LATENCY_RULES,
+    ROOT,
+    broker,
+    code_version,
+    committed_total,
+    drop_topics,
+    events,
+    publish,
+    staggered,
+    start_worker,
+)
 
-from milestone_stream.dev.kafka_local import LocalKafka
 from milestone_stream.schemas.records import Milestone
 from milestone_stream.topics import TopicNames, ensure_topics
 
@@ -141,17 +151,11 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     code = code_version()
-    tiers = ", ".join(str(250 * k) for k in range(1, 4001))
-    (tmp / "rules.yaml").write_text("usage: {emails_sent: {tiers: [" + tiers + "]}}\nspike: null\n")
+    (tmp / "rules.yaml").write_text(LATENCY_RULES)
     contestants = [(code, {})]
     if args.before:
         contestants.append((f"before: {args.before} ({_short(args.before)})", checkout(args.before, tmp)))
-    kafka = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        os.environ.setdefault("MILESTONES_CACHE_DIR", str(ROOT / ".cache"))
-        kafka = await asyncio.to_thread(LocalKafka(tmp / "kafka").start)
-        bootstrap = kafka.bootstrap_servers
+    bootstrap, kafka = await broker(tmp)
     results: list[tuple[str, dict[str, float]]] = []
     try:
         for _ in range(args.runs):
