@@ -4,7 +4,7 @@ Why: a send through Faust's producer waits out the producer's linger (`MILESTONE
 its batch leaves. A step that waits for its records' acknowledgements before it goes on — `Runtime.emit`,
 so that no row records a milestone the log lacks — paid that linger once per batch it emitted from: at
 11,500 events/s with a milestone every 25 events, 3.5-3.8 s of the worker's 24 s (bench/results.md,
-2026-11-26 12:00). A closed batch is sent without waiting, and the wait is the broker's round trip.
+2026-11-26, the 11:59 latency runs). A closed batch is sent without waiting, and the wait is the broker's round trip.
 
 `send_now` partitions as a keyed `send` does (aiokafka's default partitioner over the topic's partitions),
 so an account's records keep their partition and their order. `write_many` (tables.py) queues its changelog
