@@ -30,7 +30,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from milestone_stream import faust_compat, gc_tuning, signals
+    from milestone_stream import faust_compat, gc_tuning
     from milestone_stream.agents.ingest.config import AdaptersConfig
     from milestone_stream.app import build_app, required_topics
     from milestone_stream.clock import Clock
@@ -52,15 +52,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # every topic an agent or table uses exists, with its partitions, before any agent starts
     loop.run_until_complete(ensure(bootstrap, required_topics(app, s), s.replication_factor))
     # a quiet worker without Faust's progress spinner (why: faust_compat/worker.py)
-    worker = faust_compat.worker(app, loop=loop, loglevel=s.log_level.upper(), logging_config=logs.config(s.log_level))
+    worker = faust_compat.worker(app, loop=loop, loglevel=s.log_level.upper(), logging_config=logs.config(s.log_level),
+                                 stop_seconds=s.stop_seconds)
     if s.gc_gen0:  # here, not earlier: a start that fails on its config changes nothing
         gc_tuning.tune(s.gc_gen0)
         gc_tuning.freeze_startup()
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as stopped:  # Faust's worker has stopped; the interpreter's exit is bounded (signals.py)
-        signals.exit_within(STOPPED_WORKER_EXIT_SECONDS, stopped.code if isinstance(stopped.code, int) else 1)
-        raise
+    worker.execute_from_commandline()  # its stop, and the exit after it, end within s.stop_seconds
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -419,9 +416,6 @@ def main(argv: list[str] | None = None) -> int:
 
 #: the long-running services, which a supervisor stops with SIGTERM (why the early handler: signals.py)
 _SERVICES = frozenset({"worker", "ui", "sender", "gainsight"})
-
-#: how long a stopped worker's interpreter may take to exit before `signals.exit_within` ends it
-STOPPED_WORKER_EXIT_SECONDS = 10.0
 
 #: the commands that decode or encode topic values (`up` starts processes that each do this themselves)
 _READS_OR_WRITES_VALUES = frozenset({"worker", "ui", "sender", "gainsight", "deadletter", "resync", "publish-sample",

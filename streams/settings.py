@@ -76,6 +76,8 @@ class Settings(BaseModel):
     # the gen-0 threshold of Python's cyclic collector in the worker, which also freezes its startup heap
     # (streams/gc_tuning.py); 0: Python's own collector as it comes (gen-0 700, nothing frozen; the bench's before)
     gc_gen0: int = Field(50_000, alias="MILESTONES_GC_GEN0", ge=0, le=10_000_000)
+    # a worker's stop, from SIGTERM (or a crash) to the process's exit, ends by this many seconds (signals.exit_within)
+    stop_seconds: float = Field(20, alias="MILESTONES_STOP_SECONDS", gt=0, le=3600)
     # the producer waits this long to fill a batch: fewer, larger produce requests (measured in bench/)
     producer_linger: float = Field(0.005, alias="MILESTONES_PRODUCER_LINGER", ge=0, le=1)
     store: str = Field("memory://", alias="MILESTONES_STORE")

@@ -7,9 +7,9 @@ status 0 (`exit_until_started`). Without that a stop in this window kills the pr
 raised in a finalizer or under a broad `except` would be dropped, and the stop lost.
 Once running, each service hands the signals to its event loop: Faust's worker in its first start, the
 other services through `stop_on_signals`.
-After the worker has stopped, `exit_within` bounds the interpreter's own exit: it waits for every
-non-daemon thread, and Faust's consumer thread once stayed behind after a SIGTERM that arrived during
-a rebalance (its loop gone), holding a stopped worker for good.
+`exit_within` puts a deadline on a stop: the worker arms it as its stop begins (faust_compat/worker.py).
+Faust's stop once waited for good on aiokafka's coordinator when a rebalance reached a stopping worker,
+and once a cleanly stopped worker's interpreter never exited (a non-daemon thread or an exit handler).
 """
 from __future__ import annotations
 

@@ -75,3 +75,24 @@ def test_a_service_that_exits_on_its_own_is_left_to_exit():
                            "exit_within(30, 0); sys.exit(4)"], capture_output=True, text=True, timeout=20)
     assert done.returncode == 4  # its own status, at once: the timer is a daemon and holds nothing
     assert "did not exit" not in done.stderr
+
+
+@pytest.mark.parametrize(("crashed", "status"), [(False, 0), (True, 1)])
+async def test_the_worker_arms_its_stop_deadline_as_its_stop_begins(monkeypatch, crashed, status):
+    """CI saw Faust's stop wait for good on aiokafka's coordinator after a rebalance reached the stopping
+    worker: the deadline starts with the stop, not after it (faust_compat/worker.py)."""
+    import faust
+
+    from milestone_stream import faust_compat, signals
+
+    armed: list[tuple[float, int]] = []
+    monkeypatch.setattr(signals, "exit_within", lambda seconds, code: armed.append((seconds, code)))
+    app = faust.App("stop-deadline-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+    worker = faust_compat.worker(app, loop=asyncio.get_running_loop(), loglevel="WARNING", stop_seconds=7)
+    if crashed:
+        worker.crash_reason = RuntimeError("an agent crashed")
+    await worker.on_stop()
+    assert armed == [(7, status)]
+    unbounded = faust_compat.worker(app, loop=asyncio.get_running_loop(), loglevel="WARNING")
+    await unbounded.on_stop()
+    assert armed == [(7, status)]  # no deadline unless asked (bench/faust_floor.py)
