@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -35,23 +36,25 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     _exit_now(0)
 
 
-def exit_within(seconds: float, status: int) -> None:
-    """Once the service has stopped: if the process has not exited `seconds` from now (a thread or an
-    exit handler that never returns), log where each thread is and exit with `status`."""
+def exit_within(seconds: float, status: int | Callable[[], int]) -> None:
+    """As a stop begins: if the process has not exited `seconds` from now (a stop that waits for good, a
+    thread or an exit handler that never returns), log where each thread is and exit with `status` (or what
+    `status()` says then: a crash during the stop turns it into a failure)."""
     timer = threading.Timer(seconds, _exit_stuck, args=(seconds, status))
     timer.daemon = True  # it must not hold the exit it watches
     timer.start()
 
 
-def _exit_stuck(seconds: float, status: int) -> None:
+def _exit_stuck(seconds: float, status: int | Callable[[], int]) -> None:
+    code = status() if callable(status) else status
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
     frames = sys._current_frames()  # noqa: SLF001 -- documented in the sys module, underscore and all
     stacks = [f"thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
               for ident, frame in frames.items() if ident != me]
-    log.warning("the service stopped but did not exit within %s s; exiting with status %s", seconds, status,
+    log.warning("the service did not stop and exit within %s s; exiting with status %s", seconds, code,
                 extra={"error": "\n".join(stacks)})
-    _exit_now(status)
+    _exit_now(code)
 
 
 def _exit_now(status: int) -> None:

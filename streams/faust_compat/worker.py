@@ -26,8 +26,8 @@ class _Worker(faust.Worker):
     stop_seconds: float | None = None
 
     async def on_stop(self) -> None:
-        if self.stop_seconds is not None:  # a stop after a crash still exits as a failure
-            signals.exit_within(self.stop_seconds, 1 if self.crash_reason else 0)
+        if self.stop_seconds is not None:  # a crash before or during the stop still exits as a failure
+            signals.exit_within(self.stop_seconds, lambda: 1 if self.crash_reason else 0)
         await super().on_stop()
 
 
