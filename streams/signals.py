@@ -36,17 +36,17 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     _exit_now(0)
 
 
-def exit_within(seconds: float, status: int | Callable[[], int]) -> None:
+def exit_within(seconds: float, status: Callable[[], int]) -> None:
     """As a stop begins: if the process has not exited `seconds` from now (a stop that waits for good, a
-    thread or an exit handler that never returns), log where each thread is and exit with `status` (or what
-    `status()` says then: a crash during the stop turns it into a failure)."""
+    thread or an exit handler that never returns), log where each thread is and exit with what `status()`
+    says then (a crash during the stop turns it into a failure)."""
     timer = threading.Timer(seconds, _exit_stuck, args=(seconds, status))
     timer.daemon = True  # it must not hold the exit it watches
     timer.start()
 
 
-def _exit_stuck(seconds: float, status: int | Callable[[], int]) -> None:
-    code = status() if callable(status) else status
+def _exit_stuck(seconds: float, status: Callable[[], int]) -> None:
+    code = status()
     me = threading.get_ident()
     names = {t.ident: t.name for t in threading.enumerate()}
     frames = sys._current_frames()  # noqa: SLF001 -- documented in the sys module, underscore and all

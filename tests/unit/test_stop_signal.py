@@ -54,11 +54,10 @@ async def test_a_running_service_hands_sigterm_to_its_loop():
         signal.signal(signal.SIGTERM, previous)
 
 
-
 STUCK = ("import sys, threading; from milestone_stream import logs; from milestone_stream.signals import exit_within; "
          "logs.configure('info'); never = threading.Event(); "
          "threading.Thread(target=never.wait, name='stuck-consumer').start(); "  # not a daemon: exit waits for it
-         "exit_within({seconds}, {status}); sys.exit({status})")
+         "exit_within({seconds}, lambda: {status}); sys.exit({status})")
 
 
 @pytest.mark.parametrize("status", [0, 3])
@@ -72,7 +71,7 @@ def test_a_stopped_service_exits_with_its_status_past_a_thread_that_never_ends(s
 
 def test_a_service_that_exits_on_its_own_is_left_to_exit():
     done = subprocess.run([sys.executable, "-c", "import sys; from milestone_stream.signals import exit_within; "
-                           "exit_within(30, 0); sys.exit(4)"], capture_output=True, text=True, timeout=20)
+                           "exit_within(30, lambda: 0); sys.exit(4)"], capture_output=True, text=True, timeout=20)
     assert done.returncode == 4  # its own status, at once: the timer is a daemon and holds nothing
     assert "did not stop" not in done.stderr
 
