@@ -25,19 +25,6 @@ from milestone_stream.rules import Rules
 from milestone_stream.schemas.records import TelemetryEvent, codec
 
 
-class Seen:
-    """The batch's event ids (the worker keeps them in a table)."""
-
-    def __init__(self) -> None:
-        self.ids: dict[bytes, int] = {}
-
-    def first_offset(self, key: bytes) -> int | None:
-        return self.ids.get(key)
-
-    def remember(self, key: bytes, offset: int) -> None:
-        self.ids[key] = offset
-
-
 def per_event(label: str, work: Callable[[], object], n: int) -> float:
     began = time.perf_counter()
     work()
@@ -60,7 +47,7 @@ def main() -> None:
     total = per_event("decode and validate (TelemetryEvent.from_avro)", lambda: [TelemetryEvent.from_avro(v)
                                                                                 for v in values], n)
     records = [TelemetryEvent.from_avro(v) for v in values]
-    rules, seen, now, rows = Rules.load(None), Seen(), datetime.now(UTC), {}
+    rules, seen, now, rows = Rules.load(None), usage.MemorySeenIds(), datetime.now(UTC), {}
 
     def apply_all() -> None:
         for offset, event in enumerate(records, 1):

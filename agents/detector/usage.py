@@ -52,6 +52,19 @@ class SeenIds(Protocol):
     def remember(self, key: bytes, offset: int) -> None: ...
 
 
+class MemorySeenIds:
+    """`SeenIds` in memory, for the rules run without Kafka (the sample notes, bench/step_costs.py)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, int] = {}
+
+    def first_offset(self, key: bytes) -> int | None:
+        return self.ids.get(key)
+
+    def remember(self, key: bytes, offset: int) -> None:
+        self.ids.setdefault(key, offset)
+
+
 def id_key(account_id: str, event_id: str) -> bytes:
     """16 bytes (128 bits: no collision in any realistic number of ids) for one account's event id."""
     return hashlib.blake2b(f"{account_id}\x00{event_id}".encode(), digest_size=16).digest()

@@ -31,19 +31,6 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)   # the day `milestones up` was 
 GATHER = timedelta(seconds=3)                     # `milestones up` sets MILESTONES_GATHER_SECONDS=3
 
 
-class _Seen:
-    """The event-id table (usage.SeenIds) in memory."""
-
-    def __init__(self) -> None:
-        self.ids: dict[bytes, int] = {}
-
-    def first_offset(self, key: bytes) -> int | None:
-        return self.ids.get(key)
-
-    def remember(self, key: bytes, offset: int) -> None:
-        self.ids.setdefault(key, offset)
-
-
 async def sample_notes(now: datetime = NOW, rules: Rules | None = None) -> list[tuple[str, str, str]]:
     """(account, when, note as sent: subject line, blank line, plain-text body) for each note the sample
     produces: the first note of each account, then each account's anniversary note."""
@@ -56,7 +43,7 @@ async def sample_notes(now: datetime = NOW, rules: Rules | None = None) -> list[
         profile = profiles.setdefault(change.account_id, crm.ProfileRow())
         fired.setdefault(change.account_id, []).extend(
             crm.apply_change(profile, change, ("crm.changes", offset), rules, now.date()))
-    seen = _Seen()
+    seen = usage.MemorySeenIds()
     for offset, event in enumerate(events):
         urow = rows.setdefault(event.account_id, usage.UsageRow())
         _, milestones = usage.apply_event(urow, event, offset, rules, seen, now)
