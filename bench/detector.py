@@ -228,49 +228,82 @@ async def broker(tmp: Path) -> tuple[str, LocalKafka | None]:
     return kafka.bootstrap_servers, kafka
 
 
-async def latency(bootstrap, names, args, rate: float, tmp) -> tuple[float, float, int]:
-    """At a fixed rate, time from publish to the milestone read by a read_committed consumer."""
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def machine_busy() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return sum(values), values[3] + values[4]  # all, idle + iowait
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[max(0, int(len(sorted_values) * q) - 1)]
+
+
+async def measure(bootstrap: str, args, rate: float, tmp: Path, env: dict[str, str]) -> dict[str, float]:
+    """At `rate` events/s, after a warm-up (every account's row exists), publish → milestone read by a
+    read_committed consumer; split at the milestone's CreateTime (the worker's part, visibility); with the
+    publisher's achieved rate and the CPU of the worker, this process and the machine (bench/latency.py)."""
+    names = TopicNames(f"lat{uuid.uuid4().hex[:6]}.")
+    await ensure_topics(bootstrap, names.all(), args.partitions)
     worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / names.prefix.rstrip("."),
-                          args.partitions, args.store)
+                          args.partitions, args.store, **env)
     consumer = AIOKafkaConsumer(names.milestones, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", isolation_level="read_committed")
     await consumer.start()
+    received: dict[str, tuple[float, float]] = {}  # event id → (read at, CreateTime), wall clock
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set():
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                now = time.time()
+                for r in records:
+                    key = Milestone.from_avro(r.value).evidence[0].record.removeprefix("event ")
+                    received.setdefault(key, (now, r.timestamp / 1000))
+
+    reader = asyncio.create_task(read())
+    group = f"{names.prefix}detector"
     try:
-        received: dict[str, float] = {}
-        stop = asyncio.Event()
-
-        async def drain():
-            while not stop.is_set():
-                for records in (await consumer.getmany(timeout_ms=200)).values():
-                    now = time.perf_counter()
-                    for r in records:
-                        m = Milestone.from_avro(r.value)
-                        received.setdefault(m.evidence[0].record.removeprefix("event "), now)
-
-        reader = asyncio.create_task(drain())
-        # warm up until the worker has joined and committed everything published so far; account k
-        # gets k mod 25 extra events, so the accounts cross their tiers at different times (one
-        # milestone per 25 events, spread evenly) rather than all in the same half second
         warmup = [e for k in range(args.accounts) for e in staggered(k, 10 + k % 25)]
-        warm = len(warmup)
         await publish(bootstrap, names.telemetry, warmup)
-        while await committed_total(bootstrap, f"{names.prefix}detector", names.telemetry, args.partitions) < warm:
+        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup):
             await asyncio.sleep(0.2)
         n = int(rate * args.seconds)
-        sent = await publish(bootstrap, names.telemetry, events(n, args.accounts, start=2 * 10**8), rate=rate)
-        while await committed_total(bootstrap, f"{names.prefix}detector", names.telemetry, args.partitions) < warm + n:
+        batch = events(n, args.accounts, start=2 * 10**8)
+        before = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
+        wall, began = time.time(), time.perf_counter()
+        sent = await publish(bootstrap, names.telemetry, batch, rate=rate)
+        elapsed = time.perf_counter() - began
+        after = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
+        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup) + n:
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1)  # let the last milestones reach the reader
+        await asyncio.sleep(1)  # the last milestones reach the reader
+    finally:
         stop.set()
         await reader
-        lat = sorted((received[k] - sent[k]) * 1000 for k in received if k in sent)
-        if not lat:
-            raise SystemExit("no milestone from the measured events arrived")
-        return statistics.median(lat), lat[int(len(lat) * 0.99) - 1], len(lat)
-    finally:
         await consumer.stop()
         worker.terminate()
         worker.wait(30)
+        await drop_topics(bootstrap, names.prefix)
+    to_wall = wall - began
+    rows = [((read_at - sent[k] - to_wall) * 1000, (created - sent[k] - to_wall) * 1000)
+            for k, (read_at, created) in received.items() if k in sent]
+    if not rows:
+        raise SystemExit("no milestone from the measured events arrived")
+    total, in_worker = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
+    visible = sorted(a - b for a, b in rows)
+    tick = os.sysconf("SC_CLK_TCK")
+    all_ticks, idle_ticks = after[2][0] - before[2][0], after[2][1] - before[2][1]
+    return {"samples": len(rows), "achieved": n / elapsed,
+            "p50": statistics.median(total), "p99": quantile(total, 0.99), "max": total[-1],
+            "worker p50": statistics.median(in_worker), "worker p99": quantile(in_worker, 0.99),
+            "visible p99": quantile(visible, 0.99),
+            "worker cpu": 100 * (after[0] - before[0]) / tick / elapsed,
+            "bench cpu": 100 * (after[1] - before[1]) / tick / elapsed,
+            "machine busy": 100 * (all_ticks - idle_ticks) / max(all_ticks, 1)}
 
 
 async def main() -> None:
@@ -295,9 +328,8 @@ async def main() -> None:
     bootstrap, kafka = await broker(tmp)
     try:
         run = uuid.uuid4().hex[:6]
-        a, b = TopicNames(f"bench{run}a."), TopicNames(f"bench{run}b.")
-        for names in (a, b):
-            await ensure_topics(bootstrap, names.all(), args.partitions)
+        a = TopicNames(f"bench{run}a.")
+        await ensure_topics(bootstrap, a.all(), args.partitions)
         sink = f"bench{run}.raw.out"
         quix_sink = f"{a.telemetry}.quix.milestones"
         await ensure_topics(bootstrap, [sink, f"{a.telemetry}.floor", quix_sink], args.partitions)
@@ -326,12 +358,10 @@ async def main() -> None:
         quix = start_quix(bootstrap, a.telemetry, group, quix_sink, tmp / "quix-state", log)
         quix_eps, quix_rss = await throughput(bootstrap, quix, group, a.telemetry, args, log)
         latencies = []  # (events/s, --rate as given, p50, p99, samples)
-        for i, rate in enumerate(rates):
+        for rate in rates:
             events_per_s = worker_eps / 2 if rate == "half" else float(rate)
-            names = b if i == 0 else TopicNames(f"bench{run}b{i}.")
-            if i:
-                await ensure_topics(bootstrap, names.all(), args.partitions)
-            latencies.append((events_per_s, rate, *await latency(bootstrap, names, args, events_per_s, tmp)))
+            r = await measure(bootstrap, args, events_per_s, tmp, {})
+            latencies.append((events_per_s, rate, r["p50"], r["p99"], r["samples"]))
     finally:
         if kafka:
             kafka.stop()

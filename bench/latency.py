@@ -21,30 +21,12 @@ import asyncio
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-from detector import (
-    LATENCY_RULES,
-    ROOT,
-    broker,
-    code_version,
-    committed_total,
-    drop_topics,
-    events,
-    publish,
-    staggered,
-    start_worker,
-)
-
-from milestone_stream.schemas.records import Milestone
-from milestone_stream.topics import TopicNames, ensure_topics
+from detector import LATENCY_RULES, ROOT, broker, code_version, measure
 
 #: where each of the package's import names lives in a checkout (pyproject.toml's package-dir)
 PACKAGE_DIRS = {"": "streams", "agents": "agents", "schemas": "schemas", "sinks": "sinks"}
@@ -62,81 +44,6 @@ def checkout(ref: str, tmp: Path) -> dict[str, str]:
         if name:
             (package / name).symlink_to(code / folder)
     return {"PYTHONPATH": str(package.parent)}  # ahead of the editable install's finder
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def machine_busy() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
-    return sum(values), values[3] + values[4]  # all, idle + iowait
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    return sorted_values[max(0, int(len(sorted_values) * q) - 1)]
-
-
-async def measure(bootstrap: str, args, tmp: Path, env: dict[str, str]) -> dict[str, float]:
-    names = TopicNames(f"lat{uuid.uuid4().hex[:6]}.")
-    await ensure_topics(bootstrap, names.all(), args.partitions)
-    worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / names.prefix.rstrip("."),
-                          args.partitions, args.store, **env)
-    consumer = AIOKafkaConsumer(names.milestones, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", isolation_level="read_committed")
-    await consumer.start()
-    received: dict[str, tuple[float, float]] = {}  # event id → (read at, CreateTime), wall clock
-    stop = asyncio.Event()
-
-    async def read() -> None:
-        while not stop.is_set():
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                now = time.time()
-                for r in records:
-                    key = Milestone.from_avro(r.value).evidence[0].record.removeprefix("event ")
-                    received.setdefault(key, (now, r.timestamp / 1000))
-
-    reader = asyncio.create_task(read())
-    group = f"{names.prefix}detector"
-    try:
-        warmup = [e for k in range(args.accounts) for e in staggered(k, 10 + k % 25)]
-        await publish(bootstrap, names.telemetry, warmup)
-        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup):
-            await asyncio.sleep(0.2)
-        n = int(args.rate * args.seconds)
-        batch = events(n, args.accounts, start=2 * 10**8)
-        before = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
-        wall, began = time.time(), time.perf_counter()
-        sent = await publish(bootstrap, names.telemetry, batch, rate=args.rate)
-        elapsed = time.perf_counter() - began
-        after = cpu_ticks(worker.pid), cpu_ticks(os.getpid()), machine_busy()
-        while await committed_total(bootstrap, group, names.telemetry, args.partitions) < len(warmup) + n:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1)  # the last milestones reach the reader
-    finally:
-        stop.set()
-        await reader
-        await consumer.stop()
-        worker.terminate()
-        worker.wait(30)
-        await drop_topics(bootstrap, names.prefix)
-    to_wall = wall - began
-    rows = [((read_at - sent[k] - to_wall) * 1000, (created - sent[k] - to_wall) * 1000)
-            for k, (read_at, created) in received.items() if k in sent]
-    if not rows:
-        raise SystemExit("no milestone from the measured events arrived")
-    total, in_worker = sorted(r[0] for r in rows), sorted(r[1] for r in rows)
-    visible = sorted(a - b for a, b in rows)
-    tick = os.sysconf("SC_CLK_TCK")
-    all_ticks, idle_ticks = after[2][0] - before[2][0], after[2][1] - before[2][1]
-    return {"samples": len(rows), "achieved": n / elapsed,
-            "p50": statistics.median(total), "p99": quantile(total, 0.99), "max": total[-1],
-            "worker p50": statistics.median(in_worker), "worker p99": quantile(in_worker, 0.99),
-            "visible p99": quantile(visible, 0.99),
-            "worker cpu": 100 * (after[0] - before[0]) / tick / elapsed,
-            "bench cpu": 100 * (after[1] - before[1]) / tick / elapsed,
-            "machine busy": 100 * (all_ticks - idle_ticks) / max(all_ticks, 1)}
 
 
 async def main() -> None:
@@ -160,7 +67,7 @@ async def main() -> None:
     try:
         for _ in range(args.runs):
             for name, env in contestants:
-                results.append((name, await measure(bootstrap, args, tmp, env)))
+                results.append((name, await measure(bootstrap, args, args.rate, tmp, env)))
                 print(name, {k: round(v) for k, v in results[-1][1].items()}, flush=True)
     finally:
         if kafka:
