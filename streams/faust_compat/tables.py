@@ -7,13 +7,15 @@ while that buffer holds more than 100 messages. The usage agent writes a row and
 event, so the worker spent most of its time there (bench/results.md, 2026-11-26). `write_many` does
 what Faust's `Table.on_key_set` does for a plain table — the value into the store and the record to
 the changelog partition of the event's input partition — but hands the records straight to the
-app's own aiokafka producer (`Producer._ensure_producer`, private): as bytes, in Kafka record batches
-of their own, closed and sent at once (one future per batch, not per record); through Faust's store,
-one `send` per record. That producer is the one Faust flushes before it commits offsets, so a commit
-never passes a write still in flight; and a write that fails (a broker's refusal, a delivery timeout)
-stops the process at once, before any commit can pass it (`loops.halt`: aiokafka's flush waits for a
-failed batch without raising). A record over the producer's `max_request_size` is refused before it is
-stored, as `send` refuses it. The RocksDB store's persisted changelog offset (where recovery resumes) is
+app's own aiokafka producer (`Producer._ensure_producer`, private), in Kafka record batches of their
+own, closed and sent at once (one future per batch, not per record), whatever the store. (Through
+Faust's store — the memory store, the default — it was one `send` per record, which held the worker
+at 13,700-15,500 events/s: bench/results.md, 2026-11-26 15:16.) That producer is the one Faust
+flushes before it commits offsets, so a commit never passes a write still in flight; and a write that
+fails (a broker's refusal, a delivery timeout) stops the process at once, before any commit can pass
+it (`loops.halt`: aiokafka's flush waits for a failed batch without raising). A record over the
+producer's `max_request_size` is refused, as `send` refuses it, before any of the call's rows is
+stored. The RocksDB store's persisted changelog offset (where recovery resumes) is
 advanced when a batch's last record is acknowledged, as Faust's `_on_changelog_sent` does per record.
 
 `read` is the matching read: one look-up, in the event's partition.
@@ -141,42 +143,38 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     if not isinstance(table, Table):
         raise TypeError(f"write_many writes Faust tables, not {type(table).__name__}")
     producer = aiokafka_producer(app)
-    raw = raw_table(table)
-    if raw is None:
-        await _write_through_faust(producer, table, entries)
-        return
-    # as bytes: one encoding for the store and the changelog, and the changelog records of a partition in
-    # Kafka record batches of their own (one future per batch, not per record)
+    raw, changelog = raw_table(table), table.changelog_topic
+    # the changelog records of a partition in Kafka record batches of their own (one future per batch, not per
+    # record); as bytes where `RawTable` can: one encoding for the store and the changelog
     batches: dict[int, list[Any]] = {}
     stores: dict[int, Any] = {}  # a RocksDB write batch per partition: one write each, not one per row
+    through_faust: list[tuple[Any, Any, EventT]] = []  # other stores: stored through Faust's store
     limit = app.conf.producer_max_request_size
     for key, value, event in entries:
         partition = event.message.partition
-        raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+        if raw is not None:
+            raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+        else:
+            raw_key = changelog.prepare_key(key, table.key_serializer)[0]
+            raw_value = changelog.prepare_value(value, table.value_serializer)[0]
         check_size(raw_key, raw_value, limit, table.name)
-        if partition not in stores:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
+        if raw is None:
+            through_faust.append((key, value, event))
+        elif partition in stores:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
+            stores[partition].put(raw_key, raw_value)
+        else:
             stores[partition] = rocksdict.WriteBatch(raw_mode=True)
-        stores[partition].put(raw_key, raw_value)
+            stores[partition].put(raw_key, raw_value)
         append(producer, batches.setdefault(partition, []), raw_key, raw_value)
-    for partition, rows in stores.items():  # stored before their changelog records go, as one row at a time was
-        raw.store._db_for_partition(partition).write(rows)
-    topic = table.changelog_topic.get_topic_name()
-    await asyncio.gather(*(send_in_order(producer, topic, p, builders, then=_persisting(table, TP(topic, p)))
-                           for p, builders in batches.items()))
-
-
-async def _write_through_faust(producer: Any, table: Table, entries: Iterable[tuple[Any, Any, EventT]]) -> None:
-    """Faust's store and serializers, a send per record (MILESTONES_TABLE_BYTES=false, other stores)."""
-    changelog = table.changelog_topic
-    topic = changelog.get_topic_name()
-    for key, value, event in entries:
-        partition = event.message.partition
+    # stored once every row has passed the size check, before their changelog records go
+    for partition, rows in stores.items():
+        raw.store._db_for_partition(partition).write(rows)  # type: ignore[union-attr]  # (stores: raw only)
+    for key, value, event in through_faust:
         with as_current(event):
             table.data[key] = value
-        raw_key, _ = changelog.prepare_key(key, table.key_serializer)
-        raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-        acked = await producer.send(topic, raw_value, key=raw_key, partition=partition)
-        acked.add_done_callback(_persisted(table, TP(topic, partition)))
+    topic = changelog.get_topic_name()
+    await asyncio.gather(*(send_in_order(producer, topic, p, builders, then=_persisting(table, TP(topic, p)))
+                           for p, builders in batches.items()))
 
 
 def _persisting(table: Table, tp: TP) -> Callable[[asyncio.Future, int], None]:
@@ -184,7 +182,7 @@ def _persisting(table: Table, tp: TP) -> Callable[[asyncio.Future, int], None]:
     return lambda acked, count: acked.add_done_callback(_persisted(table, tp, count - 1))
 
 
-def _persisted(table: Table, tp: TP, after_first: int = 0) -> Callable[[asyncio.Future], None]:
+def _persisted(table: Table, tp: TP, after_first: int) -> Callable[[asyncio.Future], None]:
     """Where RocksDB's recovery resumes: advanced once a batch's last record (`after_first` records after the
     acknowledged offset) is acknowledged. A write that failed stops the process before a commit passes it."""
     def done(acked: asyncio.Future) -> None:
