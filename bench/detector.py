@@ -202,6 +202,9 @@ async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, l
             if done and began is None:
                 began, first = time.perf_counter(), done
             if done >= args.events:
+                if first >= args.events:  # (else a rate of 0, and a ZeroDivisionError in the ratios)
+                    raise SystemExit(f"{group} committed all {args.events:,} events at once: too few to measure "
+                                     "a rate; raise --events")
                 elapsed = time.perf_counter() - began
                 return (args.events - first) / elapsed, peak_rss_mib(process.pid)
             if process.poll() is not None:
