@@ -64,8 +64,8 @@ class Settings(BaseModel):
     # the usage agent takes telemetry a fetch at a time past Faust's per-message path (faust_compat/drain.py);
     # off: through Faust's stream (the before of bench/results.md; always so under exactly_once)
     batch_consume: bool = Field(True, alias="MILESTONES_BATCH_CONSUME")
-    # RocksDB tables read and written as bytes past Faust's store layers (faust_compat/tables.py);
-    # off: through Faust's store (the before of bench/results.md)
+    # RocksDB tables read and written as bytes, memory tables in their dict, past Faust's store layers
+    # (faust_compat/tables.py); off: through Faust's store (the before of bench/results.md)
     table_bytes: bool = Field(True, alias="MILESTONES_TABLE_BYTES")
     # all of a worker's RocksDB databases share one block cache of this size, their memtables charged to it
     # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py); 0: a cache and

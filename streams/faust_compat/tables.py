@@ -1,5 +1,6 @@
-"""Table reads and writes in bulk, as bytes: a batch's rows read from and written to the table's RocksDB
-databases directly, and their changelog records handed straight to aiokafka instead of one Faust send per key.
+"""Table reads and writes in bulk: a batch's rows read from and written to the table's RocksDB databases (as
+bytes) or memory store directly, and their changelog records handed straight to aiokafka instead of one Faust
+send per key.
 
 Why: a Faust table write (`table[key] = value`) is one `FutureMessage` through Faust's producer
 buffer, which a single task drains one message at a time, and the conductor stops handing out input
@@ -26,7 +27,11 @@ partition's database; a write encodes the value twice (store, changelog). Togeth
 usage step (bench/results.md, 2026-11-26 profile). For a RocksDB table whose serializers are `json` or
 `raw`, `RawTable` does the same with the partition's database (`Store._db_for_partition`, private) and
 Faust's own json functions: the same bytes Faust writes and reads (a unit test compares them), each
-row serialized once. Any other store or serializer takes Faust's own path.
+row serialized once. A memory-store table (`MemoryTable`) is read and written in the store's own dict, its
+changelog bytes made the same way: Faust's store would make the event current, look the key up through
+its mapping layers and encode each record through the serializer registry: read and written directly,
+16,879 -> 20,781 events/s (median of four runs each, bench/results.md 2026-11-26 15:45). Any other store
+or serializer takes Faust's own path.
 
 A table written with `write_many` must be written only with it: two paths into one changelog could
 reorder writes to a key. Under exactly_once Faust writes through a transactional producer per
@@ -39,6 +44,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust import Table
+from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP, AppT, EventT, TableT
 from faust.utils import json as faust_json
@@ -75,6 +81,9 @@ CODECS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
 }
 
 
+Row = tuple[Any, Any, bytes, bytes, EventT]  # key, value, their changelog bytes, the event whose partition it is
+
+
 class RawTable:
     """A RocksDB table's partitions read and written as bytes, with the table's own key and value encodings."""
 
@@ -89,27 +98,67 @@ class RawTable:
         raw = self.store._db_for_partition(partition).get(self.encode_key(key))
         return None if raw is None else self.decode_value(raw)
 
+    def put_all(self, rows: list[Row]) -> None:
+        """Store the rows' bytes: one RocksDB write batch per partition, not one `put` per row."""
+        batches: dict[int, Any] = {}
+        for _, _, raw_key, raw_value, event in rows:
+            partition = event.message.partition
+            if partition not in batches:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
+                batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+            batches[partition].put(raw_key, raw_value)
+        for partition, batch in batches.items():
+            self.store._db_for_partition(partition).write(batch)
+
+
+class MemoryTable:
+    """A memory-store table (`memory://`, MILESTONES_STORE's default): its one dict read and written directly,
+    its changelog bytes made as `RawTable` makes them (the bytes Faust's serializers make). Values are kept as
+    they are, as Faust's memory store keeps them: a read hands out the stored containers themselves."""
+
+    __slots__ = ("store", "encode_key", "encode_value")
+
+    def __init__(self, store: MemoryStore, key_serializer: str, value_serializer: str) -> None:
+        self.store = store
+        self.encode_key, self.encode_value = CODECS[key_serializer][0], CODECS[value_serializer][0]
+
+    def get(self, key: Any, partition: int) -> Any:
+        return self.store.data.get(key)  # (one dict for every partition, as in Faust's store)
+
+    def put_all(self, rows: list[Row]) -> None:
+        data = self.store.data
+        for key, value, _, _, _ in rows:
+            data[key] = value
+
 
 def use_bytes(app: AppT, enabled: bool) -> None:
-    """Read and write `app`'s tables as bytes where this module can (the default), or always through Faust's
+    """Read and write `app`'s tables directly where this module can (the default), or always through Faust's
     store (MILESTONES_TABLE_BYTES=false: the bench's before). Before any table is read or written."""
     app.__dict__["_ms_table_bytes"] = enabled
 
 
-def raw_table(table: TableT) -> RawTable | None:
-    """The table as bytes, or None when its store or serializers are not ones this module reproduces. Decided
-    at the first call and kept on the table (as the consumer keeps its holes): `read` and `write_many` ask
-    for every row."""
-    if "_ms_raw" not in table.__dict__:
-        raw = None
+def direct_table(table: TableT) -> RawTable | MemoryTable | None:
+    """The table read and written directly, or None when its store or serializers are not ones this module
+    reproduces. Decided at the first call and kept on the table (as the consumer keeps its holes): `read` and
+    `write_many` ask for every row."""
+    if "_ms_direct" not in table.__dict__:
+        direct: RawTable | MemoryTable | None = None
         if (type(table) is Table and table.app.__dict__.get("_ms_table_bytes", True)
-                and isinstance(table.data, RocksDBStore) and table.data.use_rocksdict
                 and not table.is_global and not table.use_partitioner
                 and table.key_type in (str, bytes) and table.value_type in (None, bytes)  # (models: Faust's path)
                 and table.key_serializer in CODECS and table.value_serializer in CODECS):
-            raw = RawTable(table.data, str(table.key_serializer), str(table.value_serializer))
-        table.__dict__["_ms_raw"] = raw
-    return table.__dict__["_ms_raw"]
+            serializers = str(table.key_serializer), str(table.value_serializer)
+            if isinstance(table.data, RocksDBStore) and table.data.use_rocksdict:
+                direct = RawTable(table.data, *serializers)
+            elif type(table.data) is MemoryStore:
+                direct = MemoryTable(table.data, *serializers)
+        table.__dict__["_ms_direct"] = direct
+    return table.__dict__["_ms_direct"]
+
+
+def raw_table(table: TableT) -> RawTable | None:
+    """The table as bytes (a RocksDB table `direct_table` reads and writes), else None."""
+    direct = direct_table(table)
+    return direct if isinstance(direct, RawTable) else None
 
 
 def reads_copies(table: TableT) -> bool:
@@ -122,9 +171,9 @@ def read(table: TableT, key: Any, event: EventT) -> Any:
     """`table.get(key)` for a key of `event`'s partition: in that partition's database alone. (Through
     Faust's store without the event current — a batched agent is outside Faust's per-event loop — it
     searches every partition's database, twice: `in`, then the read.)"""
-    raw = raw_table(table)
-    if raw is not None:
-        return raw.get(key, event.message.partition)
+    direct = direct_table(table)
+    if direct is not None:
+        return direct.get(key, event.message.partition)
     with as_current(event):
         try:
             return table.data[key]
@@ -143,35 +192,28 @@ async def write_many(app: AppT, table: TableT, entries: Iterable[tuple[Any, Any,
     if not isinstance(table, Table):
         raise TypeError(f"write_many writes Faust tables, not {type(table).__name__}")
     producer = aiokafka_producer(app)
-    raw, changelog = raw_table(table), table.changelog_topic
+    direct, changelog = direct_table(table), table.changelog_topic
     # the changelog records of a partition in Kafka record batches of their own (one future per batch, not per
-    # record); as bytes where `RawTable` can: one encoding for the store and the changelog
+    # record); where `direct_table` can, the keys and values encoded once, for the store and the changelog
     batches: dict[int, list[Any]] = {}
-    stores: dict[int, Any] = {}  # a RocksDB write batch per partition: one write each, not one per row
-    through_faust: list[tuple[Any, Any, EventT]] = []  # other stores: stored through Faust's store
+    rows: list[Row] = []
     limit = app.conf.producer_max_request_size
     for key, value, event in entries:
-        partition = event.message.partition
-        if raw is not None:
-            raw_key, raw_value = raw.encode_key(key), raw.encode_value(value)
+        if direct is not None:
+            raw_key, raw_value = direct.encode_key(key), direct.encode_value(value)
         else:
             raw_key = changelog.prepare_key(key, table.key_serializer)[0]
             raw_value = changelog.prepare_value(value, table.value_serializer)[0]
         check_size(raw_key, raw_value, limit, table.name)
-        if raw is None:
-            through_faust.append((key, value, event))
-        elif partition in stores:  # (an empty write batch is falsy: no `get(...) or setdefault(...)` here)
-            stores[partition].put(raw_key, raw_value)
-        else:
-            stores[partition] = rocksdict.WriteBatch(raw_mode=True)
-            stores[partition].put(raw_key, raw_value)
-        append(producer, batches.setdefault(partition, []), raw_key, raw_value)
+        rows.append((key, value, raw_key, raw_value, event))
+        append(producer, batches.setdefault(event.message.partition, []), raw_key, raw_value)
     # stored once every row has passed the size check, before their changelog records go
-    for partition, rows in stores.items():
-        raw.store._db_for_partition(partition).write(rows)  # type: ignore[union-attr]  # (stores: raw only)
-    for key, value, event in through_faust:
-        with as_current(event):
-            table.data[key] = value
+    if direct is not None:
+        direct.put_all(rows)
+    else:
+        for key, value, _, _, event in rows:
+            with as_current(event):
+                table.data[key] = value
     topic = changelog.get_topic_name()
     await asyncio.gather(*(send_in_order(producer, topic, p, builders, then=_persisting(table, TP(topic, p)))
                            for p, builders in batches.items()))

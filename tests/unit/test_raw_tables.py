@@ -17,7 +17,15 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from milestone_stream.faust_compat import as_current, tables as tables_module
-from milestone_stream.faust_compat.tables import raw_table, read, reads_copies, use_bytes, write_many
+from milestone_stream.faust_compat.tables import (
+    MemoryTable,
+    direct_table,
+    raw_table,
+    read,
+    reads_copies,
+    use_bytes,
+    write_many,
+)
 
 from support.partitioned import Event
 from support.producers import RecordingProducer, StubApp
@@ -51,9 +59,12 @@ def test_the_worker_tables_are_read_as_bytes_and_others_through_faust(app):
     assert isinstance(usage.data, RocksDBStore)
     assert raw_table(usage) is not None and raw_table(ids) is not None
     memory = faust.App("raw-table-memory", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
-    assert raw_table(memory.Table("usage", key_type=str, partitions=6)) is None
-    assert raw_table(app.Table("modelled", key_type=str, value_type=Point, partitions=6)) is None
-    assert raw_table(app.Table("yaml", key_type=str, value_type=Yaml, partitions=6)) is None
+    in_memory = memory.Table("usage", key_type=str, partitions=6)
+    assert raw_table(in_memory) is None and isinstance(direct_table(in_memory), MemoryTable)
+    for modelled in (app.Table("modelled", key_type=str, value_type=Point, partitions=6),
+                     app.Table("yaml", key_type=str, value_type=Yaml, partitions=6),
+                     memory.Table("modelled", key_type=str, value_type=Point, partitions=6)):
+        assert direct_table(modelled) is None
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -106,17 +117,29 @@ def test_reads_are_the_callers_own_only_as_bytes(app):
     assert read(table, "a", event) == {"t": {"x": 1.0}}
 
 
-def test_the_faust_path_can_be_chosen_for_an_app(tmp_path):
-    app = faust.App("raw-table-off", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path),
+def test_a_memory_table_is_read_in_its_dict_as_faust_stores_it_and_reads_are_shared():
+    app = faust.App("memory-direct", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    table = app.Table("usage", key_type=str, partitions=6)
+    assert not reads_copies(table)  # the caller copies before it changes a row
+    event = Event(2)
+    with as_current(event):
+        table.data["a"] = {"t": {"x": 1.0}}
+    assert read(table, "a", event) is table.data["a"] and read(table, "b", event) is None
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_the_faust_path_can_be_chosen_for_an_app(tmp_path, store):
+    app = faust.App("raw-table-off", broker="kafka://127.0.0.1:1", store=store, datadir=str(tmp_path),
                     web_enabled=False)
     use_bytes(app, False)
     table = app.Table("usage", key_type=str, partitions=6)
-    assert raw_table(table) is None and not reads_copies(table)
+    assert direct_table(table) is None and not reads_copies(table)
     event = Event(0)
     with as_current(event):
         table.data["a"] = {"o": 1}
     assert read(table, "a", event) == {"o": 1}
-    table.data._dbs.clear()
+    if isinstance(table.data, RocksDBStore):
+        table.data._dbs.clear()
 
 
 @pytest.fixture
@@ -128,7 +151,7 @@ async def producer():
 
 @pytest.fixture(params=["rocksdb://", "memory://"])
 def any_app(request, tmp_path):
-    """A RocksDB app (rows as bytes, `RawTable`) and a memory-store app (rows through Faust's store)."""
+    """A RocksDB app (rows as bytes, `RawTable`) and a memory-store app (rows in its dict, `MemoryTable`)."""
     app = faust.App(f"write-many-{request.param[:-3]}", broker="kafka://127.0.0.1:1", store=request.param,
                     datadir=str(tmp_path), web_enabled=False)
     yield app
