@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import uuid
@@ -23,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from detector import ROOT, broker, code_version, drop_topics, events, publish, start_worker, throughput
-from latency import _git, _short, checkout
+from latency import checkout, remove_checkout, short_ref
 
 from milestone_stream.topics import TopicNames, ensure_topics
 
@@ -54,7 +53,7 @@ async def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ab-"))
     (tmp / "rules.yaml").write_text("{}\n")  # default rules, as bench/detector.py's throughput rows
-    after, before = code_version(), f"before: {args.before} ({_short(args.before)})"
+    after, before = code_version(), f"before: {args.before} ({short_ref(args.before)})"
     contestants = [(after, {}), (before, checkout(args.before, tmp))]
     bootstrap, kafka = await broker(tmp)
     results: dict[str, list[tuple[float, float]]] = {after: [], before: []}
@@ -66,8 +65,7 @@ async def main() -> None:
     finally:
         if kafka:
             kafka.stop()
-        _git("worktree", "remove", "--force", str(next(tmp.glob("code-*"))))
-        shutil.rmtree(tmp / "tree", ignore_errors=True)
+        remove_checkout(tmp)
     report = (f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — throughput, after and before run for run "
               f"({platform.node()}, {os.cpu_count()} cores, bench/ab.py)\n"
               f"{args.events:,} events for {args.accounts:,} accounts, {args.partitions} partitions, store "

@@ -61,7 +61,7 @@ async def main() -> None:
     (tmp / "rules.yaml").write_text(LATENCY_RULES)
     contestants = [(code, {})]
     if args.before:
-        contestants.append((f"before: {args.before} ({_short(args.before)})", checkout(args.before, tmp)))
+        contestants.append((f"before: {args.before} ({short_ref(args.before)})", checkout(args.before, tmp)))
     bootstrap, kafka = await broker(tmp)
     results: list[tuple[str, dict[str, float]]] = []
     try:
@@ -72,9 +72,7 @@ async def main() -> None:
     finally:
         if kafka:
             kafka.stop()
-        if args.before:
-            _git("worktree", "remove", "--force", str(next(tmp.glob("code-*"))))
-        shutil.rmtree(tmp / "tree", ignore_errors=True)
+        remove_checkout(tmp)
     report = (f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — latency at {args.rate:,.0f} events/s "
               f"({platform.node()}, {os.cpu_count()} cores, bench/latency.py)\n"
               f"{args.seconds:g} s at the rate after a warm-up, {args.accounts:,} accounts, {args.partitions} "
@@ -90,7 +88,14 @@ async def main() -> None:
         out.write(report)
 
 
-def _short(ref: str) -> str:
+def remove_checkout(tmp: Path) -> None:
+    """Undo `checkout` in `tmp` (if any): its worktree and its link tree."""
+    for code in tmp.glob("code-*"):
+        _git("worktree", "remove", "--force", str(code))
+    shutil.rmtree(tmp / "tree", ignore_errors=True)
+
+
+def short_ref(ref: str) -> str:
     return _git("rev-parse", "--short", ref).stdout.strip()
 
 
