@@ -46,7 +46,7 @@ from milestone_stream.topics import TopicNames, ensure_topics
 ROOT = Path(__file__).resolve().parent.parent
 #: each speed-up of the worker turned off alone (the setting and its value), and what the worker then does
 BEFORES = [("MILESTONES_BATCH_CONSUME", "false", "telemetry through Faust's stream"),
-           ("MILESTONES_TABLE_BYTES", "false", "tables through Faust's store"),
+           ("MILESTONES_TABLE_BYTES", "false", "tables through Faust's store (changelog still batched)"),
            ("MILESTONES_GC_GEN0", "0", "Python's garbage collector as it comes")]
 # three days ago: every event (the latency run's start 2.3 days later) within the worker's dedupe horizon and in
 # the past (an older one is dead-lettered, one in the future too)

@@ -65,7 +65,8 @@ class Settings(BaseModel):
     # off: through Faust's stream (the before of bench/results.md; always so under exactly_once)
     batch_consume: bool = Field(True, alias="MILESTONES_BATCH_CONSUME")
     # RocksDB tables read and written as bytes, memory tables in their dict, past Faust's store layers
-    # (faust_compat/tables.py); off: through Faust's store (the before of bench/results.md)
+    # (faust_compat/tables.py); off: through Faust's store and serializers (the before of bench/results.md;
+    # the changelog records go in batches either way)
     table_bytes: bool = Field(True, alias="MILESTONES_TABLE_BYTES")
     # all of a worker's RocksDB databases share one block cache of this size, their memtables charged to it
     # (faust_compat/rocksdb_memory.py): memory flat in the number of accounts (bench/scale.py); 0: a cache and

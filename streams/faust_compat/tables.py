@@ -132,7 +132,9 @@ class MemoryTable:
 
 def use_bytes(app: AppT, enabled: bool) -> None:
     """Read and write `app`'s tables directly where this module can (the default), or always through Faust's
-    store (MILESTONES_TABLE_BYTES=false: the bench's before). Before any table is read or written."""
+    store and serializers (MILESTONES_TABLE_BYTES=false: the bench's before; the changelog records still go in
+    batches of their own, so since 2026-11-26 15:16 that before leaves out the batching). Before any table is
+    read or written."""
     app.__dict__["_ms_table_bytes"] = enabled
 
 

@@ -149,11 +149,14 @@ async def producer():
     await producer.stop()
 
 
-@pytest.fixture(params=["rocksdb://", "memory://"])
+@pytest.fixture(params=["rocksdb://", "memory://", "rocksdb:// through Faust's store"])
 def any_app(request, tmp_path):
-    """A RocksDB app (rows as bytes, `RawTable`) and a memory-store app (rows in its dict, `MemoryTable`)."""
-    app = faust.App(f"write-many-{request.param[:-3]}", broker="kafka://127.0.0.1:1", store=request.param,
+    """A RocksDB app (rows as bytes, `RawTable`), a memory-store app (rows in its dict, `MemoryTable`), and a
+    RocksDB app writing through Faust's store and serializers (MILESTONES_TABLE_BYTES=false)."""
+    store, _, faust_path = request.param.partition(" ")
+    app = faust.App(f"write-many-{store[:-3]}", broker="kafka://127.0.0.1:1", store=store,
                     datadir=str(tmp_path), web_enabled=False)
+    use_bytes(app, not faust_path)
     yield app
     for table in app.tables.values():
         if isinstance(table.data, RocksDBStore):
