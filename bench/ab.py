@@ -21,25 +21,19 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from detector import ROOT, broker, code_version, drop_topics, events, publish, start_worker, throughput
+from detector import ROOT, broker, code_version, drop_topics, worker_rate
 from latency import checkout, remove_checkout, short_ref
 
-from milestone_stream.topics import TopicNames, ensure_topics
+from milestone_stream.topics import TopicNames
 
 
 async def one_run(bootstrap: str, args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> tuple[float, float]:
     """(events/s, peak RSS MiB) of one worker over `args.events` events published before it starts."""
-    run = uuid.uuid4().hex[:6]
-    names = TopicNames(f"benchab{run}.")
+    prefix = f"benchab{uuid.uuid4().hex[:6]}"
     try:
-        await ensure_topics(bootstrap, names.all(), args.partitions)
-        await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
-        worker = start_worker(bootstrap, names.prefix, tmp / "rules.yaml", tmp / run, args.partitions, args.store,
-                              **env)
-        return await throughput(bootstrap, worker, f"{names.prefix}detector", names.telemetry, args,
-                                tmp / run / "worker.log")
+        return await worker_rate(bootstrap, args, TopicNames(f"{prefix}."), tmp, **env)
     finally:
-        await drop_topics(bootstrap, f"benchab{run}")
+        await drop_topics(bootstrap, prefix)
 
 
 async def main() -> None:
@@ -52,7 +46,6 @@ async def main() -> None:
     parser.add_argument("--store", default="rocksdb://")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ab-"))
-    (tmp / "rules.yaml").write_text("{}\n")  # default rules, as bench/detector.py's throughput rows
     after, before = code_version(), f"before: {args.before} ({short_ref(args.before)})"
     contestants = [(after, {}), (before, checkout(args.before, tmp))]
     bootstrap, kafka = await broker(tmp)

@@ -215,6 +215,18 @@ async def throughput(bootstrap, process: subprocess.Popen, group, topic, args, l
         process.wait(30)
 
 
+async def worker_rate(bootstrap: str, args, names: TopicNames, tmp: Path, **env: str) -> tuple[float, float]:
+    """Fresh topics `names` with `args.events` events published, then one worker (default rules, `env` added):
+    its events/s from its first commit to all committed, and its peak RSS (`throughput`)."""
+    await ensure_topics(bootstrap, names.all(), args.partitions)
+    await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
+    data = tmp / names.prefix.rstrip(".")
+    (tmp / "default-rules.yaml").write_text("{}\n")  # the default tiers (500 … 100k): milestones as rare as in use
+    worker = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", data, args.partitions, args.store,
+                          **env)
+    return await throughput(bootstrap, worker, f"{names.prefix}detector", names.telemetry, args, data / "worker.log")
+
+
 HALF = " (half the detector worker's rate above)"
 #: the latency runs' rules: a tier every 250 per account, so at 10 per event one event in 25 fires one
 LATENCY_RULES = ("usage: {emails_sent: {tiers: [" + ", ".join(str(250 * k) for k in range(1, 4001))
@@ -324,33 +336,18 @@ async def main() -> None:
         parser.error("--rate takes events/s or half")
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     code = code_version()  # at the start: the tree is shared and may change during the run
-    # throughput: the default tiers (500 … 100k), so milestones are as rare as in real use;
-    # latency: a tier every 250 per account, so at 10 per event one event in 25 fires one
-    (tmp / "default-rules.yaml").write_text("{}\n")
-    (tmp / "rules.yaml").write_text(LATENCY_RULES)
+    (tmp / "rules.yaml").write_text(LATENCY_RULES)  # latency: one event in 25 fires a milestone
     bootstrap, kafka = await broker(tmp)
     try:
         run = uuid.uuid4().hex[:6]
         a = TopicNames(f"bench{run}a.")
-        await ensure_topics(bootstrap, a.all(), args.partitions)
+        worker_eps, rss = await worker_rate(bootstrap, args, a, tmp)
         sink = f"bench{run}.raw.out"
         quix_sink = f"{a.telemetry}.quix.milestones"
         await ensure_topics(bootstrap, [sink, f"{a.telemetry}.floor", quix_sink], args.partitions)
-        await publish(bootstrap, a.telemetry, events(args.events, args.accounts))
-        worker = start_worker(bootstrap, a.prefix, tmp / "default-rules.yaml", tmp / "w1", args.partitions,
-                              args.store)
-        worker_eps, rss = await throughput(bootstrap, worker, f"{a.prefix}detector", a.telemetry, args,
-                                           tmp / "w1" / "worker.log")
         # the same worker with one speed-up turned off at a time: each change's before, in the same run
-        befores = []  # (events/s, peak RSS) per entry of BEFORES
-        for i, (name, value, _) in enumerate(BEFORES):
-            names = TopicNames(f"bench{run}v{i}.")
-            await ensure_topics(bootstrap, names.all(), args.partitions)
-            await publish(bootstrap, names.telemetry, events(args.events, args.accounts))
-            before = start_worker(bootstrap, names.prefix, tmp / "default-rules.yaml", tmp / f"v{i}",
-                                  args.partitions, args.store, **{name: value})
-            befores.append(await throughput(bootstrap, before, f"{names.prefix}detector", names.telemetry,
-                                            args, tmp / f"v{i}" / "worker.log"))
+        befores = [await worker_rate(bootstrap, args, TopicNames(f"bench{run}v{i}."), tmp, **{name: value})
+                   for i, (name, value, _) in enumerate(BEFORES)]  # (events/s, peak RSS) per entry of BEFORES
         raw_eps = await raw_baseline(bootstrap, a.telemetry, sink, args.events)
         floors = {}
         for mode in ("consume", "produce", "drain"):
