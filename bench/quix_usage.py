@@ -19,7 +19,7 @@ What it cannot do identically:
   worker parks it to the dead-letter topic and goes on. Here a record that fails to decode or is
   rejected by the rules is counted and skipped (the bench's input has none), not dead-lettered;
   nor is an event beyond the dedupe horizon (Quix would need a branch and a second output topic).
-- Quix processes one message at a time (no batches of 500 per agent call) and writes state to
+- Quix processes one message at a time (no batches of up to 2,000 per agent call) and writes state to
   its changelog at each checkpoint (every 0.2 s), once per changed key, after the produced
   records are flushed; the worker writes the row once per account per batch and each new id.
 - the rows are JSON (Quix's state serializer) as in the worker's table; the id values are JSON

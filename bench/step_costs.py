@@ -7,8 +7,9 @@ fetch at a time, about 83,000 events/s here, so about 12 us per event of Kafka a
 in one process and on the bench's own input, each piece of work the worker does per event beyond that
 floor: decoding the Avro value, validating it (pydantic, the edge's bounds), applying the rules
 (`usage.apply_event`: replay check, dedupe, totals, periods, tiers), and encoding and decoding the
-account's row (at 2,000 accounts a batch of 500 touches about one row per event). Their sum bounds the
-worker's rate from above, however the Kafka side is done. Prints microseconds per event.
+account's row (one per event: an upper bound, as a batch reads and writes each of its accounts once).
+Their sum bounds the worker's rate from above, however the Kafka side is done. Prints microseconds per
+event.
 
 Measured as the worker runs them: a batch at a time (MILESTONES_BATCH_SIZE's default), each batch's
 results dropped before the next, with the worker's garbage-collector setting (MILESTONES_GC_GEN0's
