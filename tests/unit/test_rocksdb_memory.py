@@ -23,7 +23,8 @@ def test_the_worker_tables_share_one_budget_and_use_it(tmp_path, monkeypatch):
     usage, ids = tables.table(app, "usage", settings), tables.table(app, "ids", settings)
     for table in (usage, ids):
         assert isinstance(table.data.rocksdb_options, BoundedOptions)
-        assert table.data.rocksdb_options.write_buffer_size == tables.ROCKSDB_BUFFERS["write_buffer_size"]
+        assert table.data.rocksdb_options.write_buffer_size == tables.ROCKSDB_OPTIONS["write_buffer_size"]
+        assert table.data.rocksdb_options.bloom_filter_size == 10  # (Faust's default is 3)
     cache, manager = _budget(16 * 2**20)
     before = cache.get_usage()
     try:
