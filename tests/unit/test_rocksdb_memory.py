@@ -45,3 +45,14 @@ def test_the_worker_tables_share_one_budget_and_use_it(tmp_path, monkeypatch):
 def test_the_memory_store_is_left_alone():
     app = faust.App("rocksdb-memory-none", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
     assert type(tables.table(app, "usage", Settings.from_env()).data).__module__ == "faust.stores.memory"
+
+
+def test_without_the_budget_the_tables_keep_their_options(tmp_path, monkeypatch):
+    """MILESTONES_ROCKSDB_MEMORY_MB=0: Faust's own options class, still with the worker's buffers and bloom filters."""
+    monkeypatch.setenv("MILESTONES_ROCKSDB_MEMORY_MB", "0")
+    app = faust.App("rocksdb-memory-off", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path),
+                    web_enabled=False)
+    options = tables.table(app, "ids", Settings.from_env(), key_type=bytes).data.rocksdb_options
+    assert not isinstance(options, BoundedOptions)
+    assert options.bloom_filter_size == tables.ROCKSDB_OPTIONS["bloom_filter_size"] == 10
+    assert options.write_buffer_size == tables.ROCKSDB_OPTIONS["write_buffer_size"]
