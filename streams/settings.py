@@ -60,7 +60,8 @@ class Settings(BaseModel):
     commit_interval: float = Field(0.2, alias="MILESTONES_COMMIT_INTERVAL", gt=0)
     # the usage agent takes telemetry in batches: one row write per account per batch, and one wait for the
     # batch's milestone acks and one changelog batch per partition (2,000 rather than 500: 1.18-1.26 x the
-    # events/s, bench/results.md 2026-11-26 17:06; a fetch holds at most app.MAX_POLL_RECORDS)
+    # events/s for about 20 MiB more peak RSS, bench/results.md 2026-11-26 17:06 and 17:51; a fetch holds
+    # at most app.MAX_POLL_RECORDS)
     batch_size: int = Field(2000, alias="MILESTONES_BATCH_SIZE", ge=1, le=100_000)
     batch_seconds: float = Field(0.05, alias="MILESTONES_BATCH_SECONDS", gt=0, le=10)
     # the usage agent takes telemetry a fetch at a time past Faust's per-message path (faust_compat/drain.py);
