@@ -21,6 +21,7 @@ from pathlib import Path
 import rocksdict
 
 from milestone_stream.faust_compat.rocksdb_memory import BoundedOptions
+from milestone_stream.settings import Settings
 from milestone_stream.tables import ROCKSDB_OPTIONS
 
 
@@ -33,7 +34,7 @@ def per_lookup(db: rocksdict.Rdict, keys: list[bytes]) -> float:
 
 def measure(bits: int, stored: list[bytes], absent: list[bytes], path: Path) -> str:
     options = BoundedOptions(**{**ROCKSDB_OPTIONS, "bloom_filter_size": bits})
-    options.budget = 64 * 2**20
+    options.budget = Settings.from_env({}).rocksdb_memory_mb * 2**20  # the worker's default budget
     db = options.open(path)
     for start in range(0, len(stored), 1000):
         batch = rocksdict.WriteBatch(raw_mode=True)
